@@ -1,0 +1,89 @@
+-- Users and in-database login (stands in for the host app's own auth).
+-- Tokens are signed in SQL with HS256, the pgjwt `sign()` algorithm, so that PostgREST
+-- and pgchat both accept them with the same secret (`app.jwt_secret`).
+
+create table if not exists private.users (
+  id            bigint generated always as identity primary key,
+  email         text not null unique check (email ~ '^[^@\s]+@[^@\s]+$'),
+  name          text not null check (char_length(name) between 1 and 100),
+  password_hash text not null,
+  created_at    timestamptz not null default now()
+);
+
+create or replace function private.url_encode(data bytea) returns text
+language sql immutable strict as $$
+  select translate(encode(data, 'base64'), E'+/=\n', '-_');
+$$;
+
+create or replace function private.jwt_sign(payload json, secret text) returns text
+language sql immutable strict as $$
+  with parts as (
+    select private.url_encode(convert_to('{"alg":"HS256","typ":"JWT"}', 'utf8')) as header,
+           private.url_encode(convert_to(payload::text, 'utf8')) as body
+  )
+  select header || '.' || body || '.' ||
+         private.url_encode(hmac(header || '.' || body, secret, 'sha256'))
+  from parts;
+$$;
+
+-- The one place that maps claims to a user id. NULL when there is no `sub`.
+create or replace function api.current_user_id() returns bigint
+language sql stable as $$
+  select nullif(current_setting('request.jwt.claims', true)::json->>'sub', '')::bigint;
+$$;
+
+create or replace function private.token_for(u private.users) returns text
+language sql stable as $$
+  select private.jwt_sign(
+    json_build_object(
+      'sub',  u.id::text,
+      'role', 'authenticated',
+      'name', u.name,
+      'iat',  extract(epoch from now())::bigint,
+      'exp',  extract(epoch from now() + interval '24 hours')::bigint),
+    current_setting('app.jwt_secret'));
+$$;
+
+create or replace function api.signup(email text, password text, name text) returns json
+language plpgsql security definer set search_path = private, public as $$
+declare
+  u private.users;
+begin
+  if password is null or char_length(password) < 8 then
+    raise exception 'password must be at least 8 characters' using errcode = '22023';
+  end if;
+  insert into private.users (email, name, password_hash)
+  values (lower(signup.email), signup.name, crypt(password, gen_salt('bf')))
+  returning * into u;
+  return json_build_object('id', u.id, 'name', u.name, 'token', private.token_for(u));
+exception
+  when unique_violation then
+    raise exception 'email already registered' using errcode = '23505';
+end
+$$;
+
+create or replace function api.login(email text, password text) returns json
+language plpgsql security definer set search_path = private, public as $$
+declare
+  u private.users;
+begin
+  select * into u from private.users where users.email = lower(login.email);
+  if not found or u.password_hash <> crypt(password, u.password_hash) then
+    raise exception 'invalid email or password' using errcode = '28P01';
+  end if;
+  return json_build_object('id', u.id, 'name', u.name, 'token', private.token_for(u));
+end
+$$;
+
+-- Display names are shown beside messages; only the name, never email or hash.
+create or replace function private.display_name(user_id bigint) returns text
+language sql stable security definer set search_path = private as $$
+  select name from private.users where id = user_id;
+$$;
+
+grant usage on schema private to anon, authenticated;
+revoke all on all tables in schema private from anon, authenticated;
+revoke execute on all functions in schema private from public;
+grant execute on function private.display_name(bigint) to authenticated;
+grant execute on function api.signup(text, text, text), api.login(text, text) to anon, authenticated;
+grant execute on function api.current_user_id() to anon, authenticated;

@@ -1,0 +1,119 @@
+-- Presence shared by every pgchat daemon on this database. A user is online in a room
+-- while any daemon holds a socket of theirs joined to it; `user_joined`/`user_left` are
+-- announced once per user, not per socket or per daemon. Daemons heartbeat; a daemon
+-- that stops heartbeating is swept and its users announced gone.
+-- UNLOGGED: presence is soft state, rebuilt by live daemons after a crash.
+
+create unlogged table if not exists pgchat.daemons (
+  id      uuid primary key,
+  seen_at timestamptz not null default now()
+);
+
+create unlogged table if not exists pgchat.presence (
+  daemon_id uuid   not null references pgchat.daemons(id) on delete cascade,
+  room_id   bigint not null,
+  user_id   bigint not null,
+  primary key (room_id, user_id, daemon_id)
+);
+
+create index if not exists idx_presence_daemon on pgchat.presence (daemon_id);
+
+create or replace function pgchat.notify_presence(room bigint, uid bigint, online boolean) returns void
+language sql security definer set search_path = pgchat, public as $$
+  select pg_notify(pgchat.channel(), json_build_object(
+    't', 'presence', 'room_id', room, 'user_id', uid,
+    'user_name', private.display_name(uid), 'online', online)::text);
+$$;
+
+-- Marks one user online/offline in a room for one daemon. Returns true when this
+-- changed the user's room-wide presence (and announces it).
+create or replace function pgchat.presence_set(daemon uuid, room bigint, uid bigint, online boolean)
+returns boolean
+language plpgsql security definer set search_path = pgchat, public as $$
+declare
+  others boolean;
+begin
+  -- Serialise changes for one (room, user) so exactly one daemon announces.
+  perform pg_advisory_xact_lock(hashtextextended('pgchat.presence:' || room || ':' || uid, 0));
+  insert into pgchat.daemons (id) values (daemon)
+  on conflict (id) do update set seen_at = now();
+  select exists (select 1 from pgchat.presence
+                  where room_id = room and user_id = uid and daemon_id <> daemon)
+    into others;
+  if online then
+    insert into pgchat.presence values (daemon, room, uid) on conflict do nothing;
+  else
+    delete from pgchat.presence where daemon_id = daemon and room_id = room and user_id = uid;
+  end if;
+  if not others then
+    perform pgchat.notify_presence(room, uid, online);
+  end if;
+  return not others;
+end
+$$;
+
+-- Users online in a room, across all live daemons.
+create or replace function pgchat.presence_online(room bigint)
+returns table (user_id bigint, user_name text)
+language sql stable security definer set search_path = pgchat, public as $$
+  select distinct p.user_id, private.display_name(p.user_id)
+    from pgchat.presence p
+   where p.room_id = room
+   order by 1;
+$$;
+
+-- Refreshes this daemon's heartbeat, drops daemons silent for longer than `stale`
+-- (announcing users who were only on them as gone), and returns how many were swept.
+create or replace function pgchat.daemon_heartbeat(daemon uuid, stale interval) returns integer
+language plpgsql security definer set search_path = pgchat, public as $$
+declare
+  gone record;
+  swept integer := 0;
+begin
+  insert into pgchat.daemons (id) values (daemon)
+  on conflict (id) do update set seen_at = now();
+  for gone in
+    select p.room_id, p.user_id, p.daemon_id
+      from pgchat.presence p join pgchat.daemons d on d.id = p.daemon_id
+     where d.seen_at < now() - stale
+     for update of p skip locked
+  loop
+    delete from pgchat.presence
+     where daemon_id = gone.daemon_id and room_id = gone.room_id and user_id = gone.user_id;
+    if not exists (select 1 from pgchat.presence
+                    where room_id = gone.room_id and user_id = gone.user_id) then
+      perform pgchat.notify_presence(gone.room_id, gone.user_id, false);
+    end if;
+  end loop;
+  delete from pgchat.daemons where seen_at < now() - stale;
+  get diagnostics swept = row_count;
+  return swept;
+end
+$$;
+
+-- A daemon shutting down cleanly clears its rows itself, announcing departures.
+create or replace function pgchat.daemon_stop(daemon uuid) returns void
+language plpgsql security definer set search_path = pgchat, public as $$
+declare
+  p record;
+begin
+  for p in select room_id, user_id from pgchat.presence where daemon_id = daemon loop
+    perform pgchat.presence_set(daemon, p.room_id, p.user_id, false);
+  end loop;
+  delete from pgchat.daemons where id = daemon;
+end
+$$;
+
+-- Typing is ephemeral: relayed through NOTIFY so every daemon's sockets see it.
+create or replace function pgchat.notify_typing(room bigint, uid bigint, is_typing boolean) returns void
+language sql security definer set search_path = pgchat, public as $$
+  select pg_notify(pgchat.channel(), json_build_object(
+    't', 'typing', 'room_id', room, 'user_id', uid,
+    'user_name', private.display_name(uid), 'is_typing', is_typing)::text);
+$$;
+
+grant execute on function
+  pgchat.presence_set(uuid, bigint, bigint, boolean), pgchat.presence_online(bigint),
+  pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid),
+  pgchat.notify_typing(bigint, bigint, boolean)
+  to authenticator;

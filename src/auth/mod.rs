@@ -1,0 +1,170 @@
+//! JWT verification with PostgREST's rules (POSTGREST.md §1), and minting for tests.
+//!
+//! A verified token becomes an [`Identity`]: the role to `SET LOCAL ROLE` to and the
+//! claims JSON to hand SQL as `request.jwt.claims`, exactly as PostgREST would.
+
+mod claim_path;
+mod mint;
+
+pub use claim_path::{ClaimPath, ClaimPathError};
+pub use mint::{mint_token, MintError};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use crate::config::{Config, ConfigError};
+
+/// PostgREST allows 30 seconds of clock skew on every time claim.
+const LEEWAY_SECS: i64 = 30;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token expired")]
+    Expired,
+    #[error("anonymous access is disabled")]
+    AnonDisabled,
+}
+
+impl AuthError {
+    /// The protocol error code for this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Expired => "token_expired",
+            AuthError::Invalid(_) | AuthError::AnonDisabled => "invalid_token",
+        }
+    }
+}
+
+/// Who a verified token says the caller is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub role: String,
+    /// The token's claims with top-level `role` set to the resolved role.
+    pub claims_json: String,
+    /// `sub` as a user id, when it is one.
+    pub user_id: Option<i64>,
+    pub name: Option<String>,
+    /// Seconds since the epoch; `None` when the token never expires.
+    pub exp: Option<i64>,
+}
+
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+    audience: Option<String>,
+    role_path: ClaimPath,
+    anon_role: Option<String>,
+}
+
+impl Verifier {
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        let key = DecodingKey::from_secret(&config.secret_bytes()?);
+        // Signature and algorithm only; time claims and audience are checked below with
+        // PostgREST's leeway and its lenient handling of a missing/empty `aud`.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let role_path = ClaimPath::parse(&config.jwt_role_claim_key)
+            .map_err(|_| ConfigError::BadRoleClaimKey(config.jwt_role_claim_key.clone()))?;
+        Ok(Self {
+            key,
+            validation,
+            audience: config.jwt_aud.clone(),
+            role_path,
+            anon_role: config.db_anon_role.clone(),
+        })
+    }
+
+    pub fn verify(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Value>(token.trim(), &self.key, &self.validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let mut claims = data.claims;
+        if !claims.is_object() {
+            return Err(AuthError::Invalid("claims are not an object".into()));
+        }
+        let exp = time_claim(&claims, "exp")?;
+        if let Some(exp) = exp {
+            if now > exp + LEEWAY_SECS {
+                return Err(AuthError::Expired);
+            }
+        }
+        if let Some(nbf) = time_claim(&claims, "nbf")? {
+            if now < nbf - LEEWAY_SECS {
+                return Err(AuthError::Invalid("token not yet valid (nbf)".into()));
+            }
+        }
+        if let Some(iat) = time_claim(&claims, "iat")? {
+            if now < iat - LEEWAY_SECS {
+                return Err(AuthError::Invalid(
+                    "token issued in the future (iat)".into(),
+                ));
+            }
+        }
+        self.check_audience(&claims)?;
+
+        let role = match self.role_path.lookup(&claims) {
+            Some(Value::String(r)) => r.clone(),
+            _ => self.anon_role.clone().ok_or(AuthError::AnonDisabled)?,
+        };
+        claims["role"] = Value::String(role.clone());
+        let user_id = match claims.get("sub") {
+            Some(Value::String(s)) => s.parse().ok(),
+            Some(Value::Number(n)) => n.as_i64(),
+            _ => None,
+        };
+        let name = claims
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(Identity {
+            role,
+            claims_json: claims.to_string(),
+            user_id,
+            name,
+            exp,
+        })
+    }
+
+    fn check_audience(&self, claims: &Value) -> Result<(), AuthError> {
+        let Some(expected) = &self.audience else {
+            return Ok(());
+        };
+        let ok = match claims.get("aud") {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty() || s == expected,
+            Some(Value::Array(items)) => {
+                items.is_empty() || items.iter().any(|a| a.as_str() == Some(expected))
+            }
+            Some(_) => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(AuthError::Invalid("audience does not match".into()))
+        }
+    }
+}
+
+/// A time claim as seconds; a present but non-numeric value makes the token invalid.
+fn time_claim(claims: &Value, name: &str) -> Result<Option<i64>, AuthError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| AuthError::Invalid(format!("`{name}` is not a number"))),
+        Some(_) => Err(AuthError::Invalid(format!("`{name}` is not a number"))),
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

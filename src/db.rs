@@ -1,0 +1,191 @@
+//! The connection pool and the one way user actions reach the database: a transaction
+//! that first sets role and claims exactly like PostgREST (POSTGREST.md §2), then runs
+//! the chat SQL with bound parameters.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::NoTls;
+
+use crate::auth::Identity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// 42501 (no privilege / RLS), 22023 (role does not exist), 28000.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// 23514; the constraint name tells which rule.
+    #[error("check violation on {constraint}")]
+    Check { constraint: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A `raise exception` (P0001) or 22xxx data error: the text is meant for the user.
+    #[error("{0}")]
+    User(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let Some(db) = e.as_db_error() else {
+            return DbError::Unavailable(e.to_string());
+        };
+        let code = db.code();
+        let message = db.message().to_string();
+        if *code == SqlState::INSUFFICIENT_PRIVILEGE
+            || *code == SqlState::INVALID_PARAMETER_VALUE && message.contains("role")
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            DbError::Forbidden(message)
+        } else if *code == SqlState::NO_DATA_FOUND {
+            DbError::NotFound(message)
+        } else if *code == SqlState::CHECK_VIOLATION {
+            DbError::Check {
+                constraint: db.constraint().unwrap_or_default().to_string(),
+            }
+        } else if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::FOREIGN_KEY_VIOLATION {
+            DbError::Conflict(message)
+        } else if *code == SqlState::RAISE_EXCEPTION || code.code().starts_with("22") {
+            DbError::User(message)
+        } else {
+            DbError::Internal(format!("{}: {}", code.code(), message))
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A `json` result kept as the text PostgreSQL sent, so it can be spliced into a frame
+/// without parsing and re-serialising.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawJson(pub String);
+
+impl<'a> FromSql<'a> for RawJson {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        // jsonb's binary form is a version byte followed by the text.
+        let text = if *ty == Type::JSONB { &raw[1..] } else { raw };
+        Ok(RawJson(std::str::from_utf8(text)?.to_owned()))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON || *ty == Type::JSONB
+    }
+}
+
+/// PostgREST's per-request context: search path, role, claims, method and path.
+const CONTEXT_SQL: &str = "select set_config('search_path', '\"api\", \"public\"', true), \
+     set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+     set_config('request.method', 'POST', true), set_config('request.path', $3, true)";
+
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+pub fn connect_config(
+    url: &str,
+    application_name: &str,
+    statement_timeout: Duration,
+) -> Result<tokio_postgres::Config, DbError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::Unavailable(e.to_string()))?;
+    config.application_name(application_name);
+    config.options(format!(
+        "-c statement_timeout={}",
+        statement_timeout.as_millis()
+    ));
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(15));
+    config.connect_timeout(Duration::from_secs(5));
+    Ok(config)
+}
+
+impl Db {
+    pub fn new(url: &str, size: usize, statement_timeout: Duration) -> Result<Self, DbError> {
+        let config = connect_config(url, "pgchat", statement_timeout)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(size)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Runs one statement as the user in its own transaction, PostgREST-style, and
+    /// returns its single json value (`None` when it returned no row or SQL NULL).
+    ///
+    /// BEGIN, the context, the statement and COMMIT are pipelined: one round trip.
+    /// If any step fails, COMMIT turns into a rollback and the first error is returned.
+    pub async fn as_user(
+        &self,
+        who: &Identity,
+        path: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<RawJson>, DbError> {
+        let client = self.pool.get().await?;
+        let context = client.prepare_cached(CONTEXT_SQL).await?;
+        let statement = client.prepare_cached(sql).await?;
+        let begin = client.batch_execute("BEGIN");
+        let context_params: [&(dyn ToSql + Sync); 3] = [&who.role, &who.claims_json, &path];
+        let set = client.query_one(&context, &context_params);
+        let action = client.query_opt(&statement, params);
+        let commit = client.batch_execute("COMMIT");
+        let (begin, set, action, commit) = tokio::join!(begin, set, action, commit);
+        begin?;
+        set?;
+        let row = action?;
+        commit?;
+        Ok(match row {
+            Some(row) => row.try_get::<_, Option<RawJson>>(0)?,
+            None => None,
+        })
+    }
+
+    /// Privileged, narrow calls of the daemon itself (functions in schema `pgchat`).
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// True when a connection can be had and answers.
+    pub async fn ping(&self) -> bool {
+        match self.pool.get().await {
+            Ok(client) => client.simple_query("").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}

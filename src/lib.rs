@@ -1,0 +1,26 @@
+//! pgchat: a realtime WebSocket bridge beside PostgREST.
+//!
+//! # Layout
+//! The data path reads straight through the modules:
+//! socket → [`session`] → [`db`] (insert as the user) → NOTIFY → [`listener`] → [`hub`] → sockets.
+//!
+//! - [`config`]    one struct from the environment, validated at start
+//! - [`auth`]      JWT verification with PostgREST's rules; token minting
+//! - [`db`]        the pool and the "run as this user" transaction
+//! - [`migrate`]   the embedded `sql/` files, applied in order, idempotently
+//! - [`protocol`]  client and server frames: parsing, validation, serialisation
+//! - [`session`]   one connection: auth, dispatch, reader/writer/heartbeat
+//! - [`hub`]       room → subscribers, fan-out over bounded queues
+//! - [`listener`]  the dedicated LISTEN connection: reconnect, re-listen, catch up by seq
+//! - [`presence`]  who is online and typing, shared across daemons through PostgreSQL
+//! - [`http`]      the upgrade, /healthz, /readyz, /metrics and static files
+//! - [`metrics`]   counters and gauges, exposed in Prometheus format
+//! - [`server`]    wiring: accept loop, background tasks, graceful shutdown
+//! - [`demo`]      `pgchat demo`: migrate, seed two users, serve the frontend
+//! - [`telemetry`] tracing setup
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod migrate;
+pub mod telemetry;

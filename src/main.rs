@@ -1,0 +1,139 @@
+//! The `pgchat` command: serve (default), migrate, token, demo.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pgchat::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "pgchat",
+    version,
+    about = "Realtime WebSocket bridge for PostgREST chat apps",
+    long_about = "Realtime WebSocket bridge for PostgREST chat apps.\n\n\
+    Configuration comes from the environment (DATABASE_URL, JWT_SECRET, WS_PORT, …); \
+    see the README for every variable."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve WebSocket clients, /healthz, /readyz and /metrics (the default).
+    Serve {
+        /// Apply the SQL schema first (with ADMIN_DATABASE_URL, else DATABASE_URL).
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply the embedded SQL schema and set the database's JWT secret setting.
+    Migrate,
+    /// Print a JWT signed with the configured secret.
+    Token {
+        /// The `sub` claim (user id).
+        #[arg(long)]
+        sub: String,
+        #[arg(long, default_value = "authenticated")]
+        role: String,
+        /// Lifetime such as 90s, 30m, 1h, 7d; `0` for a token without `exp`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Optional `name` claim.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Migrate, start pgchat serving frontend/, create two demo users and print their URLs.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve { migrate: false });
+    // Configuration errors are one clear line, without a backtrace or debug dump.
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgchat: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgchat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate => {
+            let report =
+                pgchat::migrate::migrate(config.admin_url(), &database_settings(&config)?).await?;
+            println!(
+                "migrated: {} file(s) applied{}",
+                report.applied.len(),
+                if report.settings_changed {
+                    ", settings updated"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            role,
+            ttl,
+            name,
+        } => {
+            let ttl = parse_ttl(&ttl)?;
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".into(), sub.into());
+            claims.insert("role".into(), role.into());
+            if let Some(name) = name {
+                claims.insert("name".into(), name.into());
+            }
+            let token = pgchat::auth::mint_token(&config.secret_bytes()?, claims, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Serve { .. } | Command::Demo => {
+            anyhow::bail!("the WebSocket server is being built; only `migrate` and `token` work in this revision")
+        }
+    }
+}
+
+fn database_settings(config: &Config) -> anyhow::Result<pgchat::migrate::DatabaseSettings<'_>> {
+    Ok(pgchat::migrate::DatabaseSettings {
+        jwt_secret: config
+            .jwt_secret
+            .as_deref()
+            .context("JWT_SECRET is not set")?,
+        notify_channel: &config.notify_channel,
+    })
+}
+
+/// `90s`, `30m`, `1h`, `7d` or plain seconds; `0` means no expiry.
+fn parse_ttl(s: &str) -> anyhow::Result<Option<i64>> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("invalid --ttl `{s}`"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => anyhow::bail!("invalid --ttl unit in `{s}` (use s, m, h or d)"),
+    };
+    Ok((secs > 0).then_some(secs))
+}

@@ -1,0 +1,243 @@
+//! Test harness: a real PostgreSQL (`DATABASE_URL` when set, testcontainers otherwise),
+//! one fresh database per test created from a migrated template, and a helper that runs
+//! SQL exactly in PostgREST's transaction context.
+#![allow(dead_code)]
+
+pub mod postgrest;
+
+use std::sync::OnceLock;
+
+use tokio_postgres::NoTls;
+
+pub const JWT_SECRET: &str = "pgchat-test-secret-0123456789-abcdefghij";
+
+/// The admin (superuser) URL of the server tests run against.
+pub fn admin_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_container(),
+    })
+    .clone()
+}
+
+/// Starts PostgreSQL in a container for machines with Docker. The container lives as
+/// long as the test process (it is leaked on purpose and reaped by testcontainers).
+fn start_container() -> String {
+    use testcontainers::runners::SyncRunner;
+    use testcontainers::ImageExt;
+    use testcontainers_modules::postgres::Postgres;
+    let container = Postgres::default()
+        .with_tag("15-alpine")
+        .start()
+        .expect("DATABASE_URL is not set and no container runtime could start PostgreSQL");
+    let port = container.get_host_port_ipv4(5432).expect("container port");
+    Box::leak(Box::new(container));
+    format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres")
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let mut config: tokio_postgres::Config = url.parse().expect("valid DATABASE_URL");
+    config.dbname(db);
+    config_to_url(&config)
+}
+
+fn with_user_db(url: &str, user: &str, db: &str) -> String {
+    let mut config: tokio_postgres::Config = url.parse().expect("valid DATABASE_URL");
+    config.dbname(db);
+    config.user(user);
+    config.password("");
+    config_to_url(&config)
+}
+
+fn config_to_url(c: &tokio_postgres::Config) -> String {
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "127.0.0.1".into(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let user = c.get_user().unwrap_or("postgres");
+    let password = c
+        .get_password()
+        .filter(|p| !p.is_empty())
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let db = c.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}{password}@{host}:{port}/{db}")
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn settings() -> pgchat::migrate::DatabaseSettings<'static> {
+    pgchat::migrate::DatabaseSettings {
+        jwt_secret: JWT_SECRET,
+        notify_channel: "pgchat",
+    }
+}
+
+/// Name of the template for the current SQL files; a change to any file makes a new one.
+fn template_name() -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, sql) in pgchat::migrate::SQL_FILES {
+        for b in name.bytes().chain(sql.bytes()) {
+            hash ^= b as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("pgchat_tpl_{hash:016x}")
+}
+
+/// Creates the migrated template once per SQL version, across test processes
+/// (nextest runs each test in its own process), serialised by an advisory lock.
+async fn ensure_template() -> String {
+    let name = template_name();
+    let admin = connect(&with_db(&admin_url(), "postgres")).await;
+    admin
+        .execute("select pg_advisory_lock(7067636861)", &[])
+        .await
+        .unwrap();
+    let exists = admin
+        .query_opt("select 1 from pg_database where datname = $1", &[&name])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        let building = format!("{name}_building");
+        admin
+            .batch_execute(&format!(
+                "drop database if exists \"{building}\" with (force)"
+            ))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("create database \"{building}\""))
+            .await
+            .unwrap();
+        pgchat::migrate::migrate(&with_db(&admin_url(), &building), &settings())
+            .await
+            .expect("migrating the template");
+        admin
+            .batch_execute(&format!(
+                "alter database \"{building}\" rename to \"{name}\""
+            ))
+            .await
+            .unwrap();
+    }
+    admin
+        .execute("select pg_advisory_unlock(7067636861)", &[])
+        .await
+        .unwrap();
+    name
+}
+
+/// One test's own database, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    /// Superuser URL: for setup only, never for user-facing SQL under test.
+    pub admin_url: String,
+    /// `authenticator` URL: what PostgREST and pgchat connect as.
+    pub authenticator_url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let template = ensure_template().await;
+        let name = format!("pgchat_test_{}_{}", std::process::id(), next_id());
+        let admin = connect(&with_db(&admin_url(), "postgres")).await;
+        admin
+            .batch_execute(&format!(
+                "create database \"{name}\" template \"{template}\""
+            ))
+            .await
+            .unwrap();
+        let db_admin_url = with_db(&admin_url(), &name);
+        // Database settings are not copied from a template; migrate sets them again and
+        // finds every file already applied.
+        let report = pgchat::migrate::migrate(&db_admin_url, &settings())
+            .await
+            .unwrap();
+        assert!(report.applied.is_empty(), "template was not fully migrated");
+        TestDb {
+            authenticator_url: with_user_db(&admin_url(), "authenticator", &name),
+            admin_url: db_admin_url,
+            name,
+        }
+    }
+
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        connect(&self.admin_url).await
+    }
+
+    pub async fn authenticator(&self) -> tokio_postgres::Client {
+        connect(&self.authenticator_url).await
+    }
+
+    /// A PostgREST-equivalent request context, connected as `authenticator`.
+    pub async fn postgrest(&self) -> postgrest::Postgrest {
+        postgrest::Postgrest::new(self.authenticator().await)
+    }
+
+    /// Signs up a user through `api.signup` as `anon`; returns (id, token).
+    pub async fn signup(&self, email: &str, name: &str) -> (i64, String) {
+        let pg = self.postgrest().await;
+        let out = pg
+            .rpc(
+                &postgrest::Claims::anon(),
+                "signup",
+                &[
+                    ("email", &email),
+                    ("password", &"password123"),
+                    ("name", &name),
+                ],
+            )
+            .await
+            .expect("signup");
+        (
+            out["id"].as_i64().unwrap(),
+            out["token"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (N.fetch_add(1, Ordering::Relaxed) << 32) | t
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let url = with_db(&admin_url(), "postgres");
+        // Drop runs outside async context: use a short-lived runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&url, NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("drop database if exists \"{name}\" with (force)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
