@@ -52,9 +52,14 @@ begin
   else
     return null;
   end if;
+  -- A join carries the room (id, name, description) so the new member's open sockets
+  -- can list it at once.
   perform pg_notify(pgchat.channel(), json_build_object(
     't', op, 'room_id', r.room_id, 'user_id', r.user_id,
-    'user_name', private.display_name(r.user_id), 'seq', r.last_read_seq)::text);
+    'user_name', private.display_name(r.user_id), 'seq', r.last_read_seq,
+    'room', case when op = 'member_joined' then
+      (select json_build_object('id', c.id, 'name', c.name, 'description', c.description)
+         from api.chat_rooms c where c.id = r.room_id) end)::text);
   return null;
 end
 $$;
@@ -77,5 +82,9 @@ language sql stable security definer set search_path = api, public as $$
    limit max_rows;
 $$;
 
+revoke execute on function
+  private.notify_message(), private.notify_membership(),
+  pgchat.messages_after(bigint, bigint, integer)
+  from public;
 grant execute on function pgchat.channel() to public;
 grant execute on function pgchat.messages_after(bigint, bigint, integer) to authenticator;

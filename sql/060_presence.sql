@@ -117,3 +117,15 @@ grant execute on function
   pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid),
   pgchat.notify_typing(bigint, bigint, boolean)
   to authenticator;
+
+-- Joining a room on a socket: mark present and return who is online (including me).
+create or replace function pgchat.presence_join(daemon uuid, room bigint, uid bigint) returns json
+language plpgsql security definer set search_path = pgchat, public as $$
+begin
+  perform pgchat.presence_set(daemon, room, uid, true);
+  return (select coalesce(json_agg(json_build_object('id', o.user_id, 'name', o.user_name)), '[]'::json)
+            from pgchat.presence_online(room) o);
+end
+$$;
+
+grant execute on function pgchat.presence_join(uuid, bigint, bigint) to authenticator;

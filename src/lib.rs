@@ -9,7 +9,8 @@
 //! - [`db`]        the pool and the "run as this user" transaction
 //! - [`migrate`]   the embedded `sql/` files, applied in order, idempotently
 //! - [`protocol`]  client and server frames: parsing, validation, serialisation
-//! - [`session`]   one connection: auth, dispatch, reader/writer/heartbeat
+//! - [`session`]   one connection: the event loop, deadlines, batched writes
+//! - `commands`    what each client frame does, as the user
 //! - [`hub`]       room → subscribers, fan-out over bounded queues
 //! - [`listener`]  the dedicated LISTEN connection: reconnect, re-listen, catch up by seq
 //! - [`presence`]  who is online and typing, shared across daemons through PostgreSQL
@@ -20,7 +21,17 @@
 //! - [`telemetry`] tracing setup
 
 pub mod auth;
+mod commands;
 pub mod config;
 pub mod db;
+pub mod demo;
+pub mod http;
+pub mod hub;
+pub mod listener;
+pub mod metrics;
 pub mod migrate;
+pub mod presence;
+pub mod protocol;
+pub mod server;
+pub mod session;
 pub mod telemetry;

@@ -105,8 +105,22 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Serve { .. } | Command::Demo => {
-            anyhow::bail!("the WebSocket server is being built; only `migrate` and `token` work in this revision")
+        Command::Serve { migrate } => {
+            pgchat::telemetry::init(&config.log_format);
+            if migrate {
+                pgchat::migrate::migrate(config.admin_url(), &database_settings(&config)?).await?;
+            }
+            let listener = tokio::net::TcpListener::bind((config.ws_host, config.ws_port))
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {}:{}", config.ws_host, config.ws_port)
+                })?;
+            pgchat::server::run(listener, config, pgchat::server::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Demo => {
+            pgchat::telemetry::init(&config.log_format);
+            pgchat::demo::run(config).await
         }
     }
 }

@@ -19,6 +19,10 @@ pub const SQL_FILES: &[(&str, &str)] = &[
     ("040_chat_rls.sql", include_str!("../sql/040_chat_rls.sql")),
     ("050_notify.sql", include_str!("../sql/050_notify.sql")),
     ("060_presence.sql", include_str!("../sql/060_presence.sql")),
+    (
+        "070_daemon_grants.sql",
+        include_str!("../sql/070_daemon_grants.sql"),
+    ),
 ];
 
 /// Arbitrary constant key for `pg_advisory_lock`; "pgchat" in ASCII.

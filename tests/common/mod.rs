@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod postgrest;
+pub mod server;
 
 use std::sync::OnceLock;
 
@@ -36,7 +37,7 @@ fn start_container() -> String {
     format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres")
 }
 
-fn with_db(url: &str, db: &str) -> String {
+pub fn with_db(url: &str, db: &str) -> String {
     let mut config: tokio_postgres::Config = url.parse().expect("valid DATABASE_URL");
     config.dbname(db);
     config_to_url(&config)

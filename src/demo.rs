@@ -1,0 +1,85 @@
+//! `pgchat demo`: the one-command local demo. Migrates, starts the server serving the
+//! frontend, makes sure two demo users exist, and prints a URL for each with its token.
+
+use anyhow::Context;
+use tokio_postgres::NoTls;
+
+use crate::config::Config;
+use crate::migrate::{migrate, DatabaseSettings};
+
+const DEMO_USERS: [(&str, &str); 2] = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")];
+const DEMO_PASSWORD: &str = "demo-password";
+
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    let secret = config.jwt_secret.clone().context("JWT_SECRET is not set")?;
+    migrate(
+        config.admin_url(),
+        &DatabaseSettings {
+            jwt_secret: &secret,
+            notify_channel: &config.notify_channel,
+        },
+    )
+    .await
+    .context("migrating the database")?;
+    if config.static_dir.is_none() {
+        config.static_dir = Some(std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/frontend"
+        )));
+    }
+    let tokens = demo_tokens(&config.database_url).await?;
+    let listener = tokio::net::TcpListener::bind((config.ws_host, config.ws_port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.ws_host, config.ws_port))?;
+    let port = listener.local_addr()?.port();
+    println!("\npgchat demo is running. Open each link in its own browser window:\n");
+    for ((_, name), token) in DEMO_USERS.iter().zip(&tokens) {
+        println!("  {name}: http://127.0.0.1:{port}/#token={token}\n");
+    }
+    println!("Stop with Ctrl-C.");
+    crate::server::run(listener, config, crate::server::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Signs each demo user up, or logs them in when they exist, exactly as PostgREST
+/// would for `anon` (POST /rpc/signup, /rpc/login); returns their tokens.
+async fn demo_tokens(url: &str) -> anyhow::Result<Vec<String>> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .context("connecting as authenticator")?;
+    tokio::spawn(conn);
+    let mut tokens = Vec::new();
+    for (email, name) in DEMO_USERS {
+        client
+            .batch_execute("begin; select set_config('role', 'anon', true)")
+            .await?;
+        let signed_up = client
+            .query_one(
+                "select (api.signup(email := $1, password := $2, name := $3))->>'token'",
+                &[&email, &DEMO_PASSWORD, &name],
+            )
+            .await;
+        let token: String = match signed_up {
+            Ok(row) => {
+                client.batch_execute("commit").await?;
+                row.get(0)
+            }
+            Err(_) => {
+                client
+                    .batch_execute("rollback; begin; select set_config('role', 'anon', true)")
+                    .await?;
+                let row = client
+                    .query_one(
+                        "select (api.login(email := $1, password := $2))->>'token'",
+                        &[&email, &DEMO_PASSWORD],
+                    )
+                    .await
+                    .with_context(|| format!("logging in demo user {email}"))?;
+                client.batch_execute("commit").await?;
+                row.get(0)
+            }
+        };
+        tokens.push(token);
+    }
+    Ok(tokens)
+}

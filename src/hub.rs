@@ -1,0 +1,432 @@
+//! Room → subscribers, and fan-out over bounded per-connection queues.
+//!
+//! Every event is serialised once; recipients share the bytes. Producers never wait on
+//! a client: a full queue ends that connection (it can resume with `since`).
+//!
+//! A subscription starts *pending*: live events are held while the joining session
+//! replays history, then released in order by [`Hub::activate`], so replay and live
+//! splice with no gap and no duplicate.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{close, RoomId};
+
+pub type ConnId = u64;
+pub type UserId = i64;
+
+/// Events a joining session may have held back before it is closed as too slow.
+const MAX_PENDING: usize = 4096;
+
+/// The hub's way to reach one connection.
+pub struct SessionHandle {
+    pub conn_id: ConnId,
+    tx: mpsc::Sender<Utf8Bytes>,
+    kill: CancellationToken,
+    /// Close code chosen by whoever killed the session first.
+    close_code: AtomicU16,
+}
+
+impl SessionHandle {
+    pub fn new(conn_id: ConnId, tx: mpsc::Sender<Utf8Bytes>, kill: CancellationToken) -> Self {
+        Self {
+            conn_id,
+            tx,
+            kill,
+            close_code: AtomicU16::new(0),
+        }
+    }
+
+    /// Queues a frame without waiting. A full queue closes the connection as too slow.
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                metrics::counter!("pgchat_deliveries_total").increment(1);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.kill(close::SLOW_CONSUMER) {
+                    metrics::counter!("pgchat_slow_consumer_kicks_total").increment(1);
+                    tracing::info!(
+                        conn = self.conn_id,
+                        "outbound queue full: closing slow consumer"
+                    );
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Ends the session with `code`; returns false if it was already being ended.
+    pub fn kill(&self, code: u16) -> bool {
+        let first = self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        self.kill.cancel();
+        first
+    }
+
+    pub fn close_code(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+}
+
+/// One event for a room, serialised once.
+#[derive(Clone)]
+pub struct Event {
+    /// Message seq, for events that are messages; used to splice replay and live.
+    pub seq: Option<i64>,
+    /// Not delivered to this user's sockets ("others get …").
+    pub skip_user: Option<UserId>,
+    pub frame: Utf8Bytes,
+}
+
+struct Subscriber {
+    handle: Arc<SessionHandle>,
+    user_id: UserId,
+    /// Messages with seq ≤ floor were already sent (replay) or predate the join.
+    floor: i64,
+    /// Some while the session is still replaying: held events, released on activate.
+    pending: Option<Vec<Event>>,
+}
+
+#[derive(Default)]
+struct Room {
+    /// Highest message seq this daemon has relayed for the room (see listener).
+    cursor: Option<i64>,
+    subscribers: HashMap<ConnId, Subscriber>,
+}
+
+impl Room {
+    fn sockets_of(&self, user: UserId) -> usize {
+        self.subscribers
+            .values()
+            .filter(|s| s.user_id == user)
+            .count()
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    // std Mutex: nothing awaits while it is held, and fan-out under it is short.
+    rooms: Mutex<HashMap<RoomId, Room>>,
+    users: Mutex<HashMap<UserId, HashMap<ConnId, Arc<SessionHandle>>>>,
+}
+
+/// What a subscription change meant for the user's presence on this daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// First socket of this user in the room here: announce them.
+    Arrived,
+    /// Last socket of this user in the room here left: announce their departure.
+    Departed,
+    Unchanged,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an authenticated connection of `user` (for pushes to all their sockets).
+    pub fn add_user_socket(&self, user: UserId, handle: Arc<SessionHandle>) {
+        self.users
+            .lock()
+            .unwrap()
+            .entry(user)
+            .or_default()
+            .insert(handle.conn_id, handle);
+    }
+
+    pub fn remove_user_socket(&self, user: UserId, conn: ConnId) {
+        let mut users = self.users.lock().unwrap();
+        if let Some(sockets) = users.get_mut(&user) {
+            sockets.remove(&conn);
+            if sockets.is_empty() {
+                users.remove(&user);
+            }
+        }
+    }
+
+    /// Sends a frame to every socket of a user on this daemon.
+    pub fn push_to_user(&self, user: UserId, frame: &Utf8Bytes, except: Option<ConnId>) {
+        let users = self.users.lock().unwrap();
+        for handle in users.get(&user).into_iter().flat_map(|s| s.values()) {
+            if Some(handle.conn_id) != except {
+                handle.push(frame.clone());
+            }
+        }
+    }
+
+    /// Subscribes a connection to a room, pending until [`Hub::activate`].
+    pub fn subscribe(
+        &self,
+        room_id: RoomId,
+        user: UserId,
+        handle: Arc<SessionHandle>,
+    ) -> PresenceChange {
+        let mut rooms = self.rooms.lock().unwrap();
+        let room = rooms.entry(room_id).or_default();
+        let first = room.sockets_of(user) == 0;
+        let conn = handle.conn_id;
+        let previous = room.subscribers.insert(
+            conn,
+            Subscriber {
+                handle,
+                user_id: user,
+                floor: i64::MAX,
+                pending: Some(Vec::new()),
+            },
+        );
+        metrics::gauge!("pgchat_rooms").set(rooms.len() as f64);
+        if first && previous.is_none() {
+            PresenceChange::Arrived
+        } else {
+            PresenceChange::Unchanged
+        }
+    }
+
+    /// Ends the pending phase: held events newer than `floor` go out in order, and from
+    /// now on events are queued directly.
+    pub fn activate(&self, room_id: RoomId, conn: ConnId, floor: i64) {
+        let mut rooms = self.rooms.lock().unwrap();
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return;
+        };
+        if room.cursor.is_none() {
+            room.cursor = Some(floor);
+        }
+        let Some(sub) = room.subscribers.get_mut(&conn) else {
+            return;
+        };
+        sub.floor = floor;
+        for event in sub.pending.take().unwrap_or_default() {
+            if event.seq.is_none_or(|s| s > floor) {
+                sub.handle.push(event.frame);
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, room_id: RoomId, conn: ConnId) -> PresenceChange {
+        let mut rooms = self.rooms.lock().unwrap();
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return PresenceChange::Unchanged;
+        };
+        let Some(sub) = room.subscribers.remove(&conn) else {
+            return PresenceChange::Unchanged;
+        };
+        let last = room.sockets_of(sub.user_id) == 0;
+        if room.subscribers.is_empty() {
+            rooms.remove(&room_id);
+        }
+        metrics::gauge!("pgchat_rooms").set(rooms.len() as f64);
+        if last {
+            PresenceChange::Departed
+        } else {
+            PresenceChange::Unchanged
+        }
+    }
+
+    /// Removes every socket of `user` from a room (membership ended elsewhere).
+    /// Returns the handles removed, for telling them, and whether any were present.
+    pub fn evict_user(&self, room_id: RoomId, user: UserId) -> Vec<Arc<SessionHandle>> {
+        let mut rooms = self.rooms.lock().unwrap();
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return Vec::new();
+        };
+        let conns: Vec<ConnId> = room
+            .subscribers
+            .iter()
+            .filter(|(_, s)| s.user_id == user)
+            .map(|(c, _)| *c)
+            .collect();
+        let evicted = conns
+            .iter()
+            .filter_map(|c| room.subscribers.remove(c))
+            .map(|s| s.handle)
+            .collect();
+        if room.subscribers.is_empty() {
+            rooms.remove(&room_id);
+        }
+        evicted
+    }
+
+    pub fn is_subscribed(&self, room_id: RoomId, conn: ConnId) -> bool {
+        let rooms = self.rooms.lock().unwrap();
+        rooms
+            .get(&room_id)
+            .is_some_and(|r| r.subscribers.contains_key(&conn))
+    }
+
+    /// The room's relay cursor: `None` when nobody here is subscribed (nothing to relay),
+    /// `Some(None)` when subscribed but no message was relayed or splice point set yet.
+    pub fn cursor(&self, room_id: RoomId) -> Option<Option<i64>> {
+        self.rooms.lock().unwrap().get(&room_id).map(|r| r.cursor)
+    }
+
+    /// Rooms with subscribers and their cursors, for catching up after a lost LISTEN.
+    pub fn cursors(&self) -> Vec<(RoomId, Option<i64>)> {
+        self.rooms
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, r)| (*id, r.cursor))
+            .collect()
+    }
+
+    /// Every (room, user) with a socket here, for re-announcing presence.
+    pub fn present_users(&self) -> Vec<(RoomId, UserId)> {
+        let rooms = self.rooms.lock().unwrap();
+        let mut out: Vec<(RoomId, UserId)> = rooms
+            .iter()
+            .flat_map(|(id, r)| r.subscribers.values().map(move |s| (*id, s.user_id)))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Delivers an event to a room's subscribers. Message events (with seq) advance the
+    /// room's cursor and are skipped for subscribers whose floor already covers them.
+    pub fn deliver(&self, room_id: RoomId, event: Event) -> usize {
+        let mut rooms = self.rooms.lock().unwrap();
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return 0;
+        };
+        if let Some(seq) = event.seq {
+            room.cursor = Some(room.cursor.map_or(seq, |c| c.max(seq)));
+        }
+        let mut delivered = 0;
+        for sub in room.subscribers.values_mut() {
+            if event.skip_user == Some(sub.user_id) {
+                continue;
+            }
+            if let Some(pending) = &mut sub.pending {
+                if pending.len() >= MAX_PENDING {
+                    sub.handle.kill(close::SLOW_CONSUMER);
+                } else {
+                    pending.push(event.clone());
+                }
+                continue;
+            }
+            if event.seq.is_some_and(|s| s <= sub.floor) {
+                continue;
+            }
+            if sub.handle.push(event.frame.clone()) {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().unwrap().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (
+            Arc::new(SessionHandle::new(conn, tx, CancellationToken::new())),
+            rx,
+        )
+    }
+
+    fn msg(seq: i64) -> Event {
+        Event {
+            seq: Some(seq),
+            skip_user: None,
+            frame: format!("m{seq}").into(),
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            out.push(f.as_str().to_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn pending_subscription_splices_replay_and_live_without_gap_or_duplicate() {
+        let hub = Hub::new();
+        let (h, mut rx) = handle(1, 16);
+        hub.subscribe(10, 7, h);
+        hub.deliver(10, msg(4));
+        hub.deliver(10, msg(5));
+        assert!(drain(&mut rx).is_empty(), "held while pending");
+        // The session replayed up to seq 4, so only 5 is released, then live continues.
+        hub.activate(10, 1, 4);
+        hub.deliver(10, msg(5));
+        hub.deliver(10, msg(6));
+        assert_eq!(drain(&mut rx), ["m5", "m6"]);
+    }
+
+    #[test]
+    fn a_full_queue_closes_only_that_connection() {
+        let hub = Hub::new();
+        let (slow, _slow_rx) = handle(1, 2);
+        let (fast, mut fast_rx) = handle(2, 64);
+        hub.subscribe(1, 1, slow.clone());
+        hub.subscribe(1, 2, fast.clone());
+        hub.activate(1, 1, 0);
+        hub.activate(1, 2, 0);
+        for seq in 1..=10 {
+            hub.deliver(1, msg(seq));
+        }
+        assert_eq!(slow.close_code(), Some(close::SLOW_CONSUMER));
+        assert_eq!(fast.close_code(), None);
+        assert_eq!(drain(&mut fast_rx).len(), 10);
+    }
+
+    #[test]
+    fn presence_is_per_user_not_per_socket() {
+        let hub = Hub::new();
+        let (a, _ra) = handle(1, 4);
+        let (b, _rb) = handle(2, 4);
+        assert_eq!(hub.subscribe(5, 9, a), PresenceChange::Arrived);
+        assert_eq!(hub.subscribe(5, 9, b), PresenceChange::Unchanged);
+        assert_eq!(hub.unsubscribe(5, 1), PresenceChange::Unchanged);
+        assert_eq!(hub.unsubscribe(5, 2), PresenceChange::Departed);
+        assert_eq!(hub.room_count(), 0);
+    }
+
+    #[test]
+    fn skip_user_and_eviction() {
+        let hub = Hub::new();
+        let (a, mut ra) = handle(1, 4);
+        let (b, mut rb) = handle(2, 4);
+        hub.subscribe(5, 1, a);
+        hub.subscribe(5, 2, b);
+        hub.activate(5, 1, 0);
+        hub.activate(5, 2, 0);
+        hub.deliver(
+            5,
+            Event {
+                seq: None,
+                skip_user: Some(1),
+                frame: "t".into(),
+            },
+        );
+        assert!(drain(&mut ra).is_empty());
+        assert_eq!(drain(&mut rb), ["t"]);
+        assert_eq!(hub.evict_user(5, 2).len(), 1);
+        assert!(!hub.is_subscribed(5, 2));
+        assert!(hub.is_subscribed(5, 1));
+    }
+}

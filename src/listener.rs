@@ -1,0 +1,404 @@
+//! The dedicated LISTEN connection, and turning notifications into hub events.
+//!
+//! tokio-postgres drops notifications when its `Connection` is merely spawned, so the
+//! connection is driven with `poll_message` by a forwarding task that feeds a bounded
+//! channel. When the connection is lost it is re-made with backoff and LISTEN issued
+//! again; then every room with subscribers is caught up by seq from the table before
+//! live notifications flow again. Per room, the hub's cursor is the highest seq relayed:
+//! older seqs are duplicates and dropped, a jump past cursor+1 is a gap and is fetched.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{self, Db, DbError};
+use crate::hub::{Event, Hub};
+use crate::migrate::quote_ident;
+use crate::presence::{Presence, TypingTracker};
+use crate::protocol::{self, user_json, RoomId};
+
+/// Rows fetched per query when catching up a room.
+const CATCH_UP_PAGE: i32 = 500;
+/// Notifications buffered between the socket and the dispatcher.
+const NOTIFY_BUFFER: usize = 8192;
+
+/// Shared with /readyz: true while LISTEN is established.
+#[derive(Default)]
+pub struct ListenerState {
+    pub listening: AtomicBool,
+}
+
+pub struct Listener {
+    pub url: String,
+    pub channel: String,
+    pub db: Db,
+    pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
+    pub typing: Arc<TypingTracker>,
+    pub state: Arc<ListenerState>,
+}
+
+/// One notification as the SQL triggers write it (sql/050, sql/060).
+#[derive(Deserialize)]
+struct Note<'a> {
+    t: &'a str,
+    room_id: RoomId,
+    #[serde(default)]
+    seq: Option<i64>,
+    #[serde(borrow, default)]
+    row: Option<&'a RawValue>,
+    #[serde(rename = "ref", default)]
+    by_reference: bool,
+    #[serde(default)]
+    user_id: Option<i64>,
+    #[serde(default)]
+    user_name: Option<String>,
+    #[serde(default)]
+    online: Option<bool>,
+    #[serde(default)]
+    is_typing: Option<bool>,
+    #[serde(borrow, default)]
+    room: Option<&'a RawValue>,
+}
+
+impl Listener {
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut first = true;
+        while !cancel.is_cancelled() {
+            let session = tokio::select! {
+                s = self.listen_once(first) => s,
+                _ = cancel.cancelled() => break,
+            };
+            self.state.listening.store(false, Ordering::Release);
+            match session {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => tracing::warn!(error = %e, "LISTEN connection failed"),
+            }
+            first = false;
+            metrics::counter!("pgchat_listener_reconnects_total").increment(1);
+            // Jitter keeps several daemons from reconnecting in lockstep after a restart.
+            let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff + jitter) => {}
+                _ = cancel.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        self.state.listening.store(false, Ordering::Release);
+    }
+
+    /// One connection's life: connect, LISTEN, catch up, relay until it ends.
+    async fn listen_once(&self, first: bool) -> Result<(), DbError> {
+        let config = db::connect_config(&self.url, "pgchat-listener", Duration::from_secs(30))?;
+        let (client, mut connection) = config.connect(NoTls).await?;
+        let (tx, mut rx) = mpsc::channel::<tokio_postgres::Notification>(NOTIFY_BUFFER);
+        let forward = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(n).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost");
+                        break;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {}", quote_ident(&self.channel)))
+            .await?;
+        self.state.listening.store(true, Ordering::Release);
+        if !first {
+            tracing::info!("LISTEN re-established; catching up");
+            self.catch_up_all().await;
+            self.reannounce_presence().await;
+        }
+        while let Some(n) = rx.recv().await {
+            metrics::counter!("pgchat_notifications_total").increment(1);
+            if let Err(e) = self.dispatch(n.payload()).await {
+                tracing::warn!(error = %e, "could not relay a notification");
+            }
+        }
+        forward.abort();
+        drop(client);
+        Ok(())
+    }
+
+    async fn catch_up_all(&self) {
+        for (room, cursor) in self.hub.cursors() {
+            if let Some(after) = cursor {
+                if let Err(e) = self.catch_up(room, after, None).await {
+                    tracing::warn!(room, error = %e, "catch-up failed");
+                }
+            }
+        }
+    }
+
+    /// After PostgreSQL restarts, unlogged presence rows are gone: record ours again.
+    async fn reannounce_presence(&self) {
+        for (room, user) in self.hub.present_users() {
+            if let Err(e) = self.presence.join(room, user).await {
+                tracing::warn!(room, user, error = %e, "could not re-announce presence");
+            }
+        }
+    }
+
+    /// Relays every message after `after` (up to `until`, if given), in seq order.
+    async fn catch_up(
+        &self,
+        room: RoomId,
+        mut after: i64,
+        until: Option<i64>,
+    ) -> Result<(), DbError> {
+        let client = self.db.client().await?;
+        let stmt = client
+            .prepare_cached("select pgchat.messages_after($1, $2, $3)::text")
+            .await?;
+        loop {
+            let rows = client
+                .query(&stmt, &[&room, &after, &CATCH_UP_PAGE])
+                .await?;
+            let count = rows.len();
+            for row in rows {
+                let json: String = row.get(0);
+                let seq = seq_of(&json).unwrap_or(after + 1);
+                if until.is_some_and(|u| seq > u) {
+                    return Ok(());
+                }
+                self.relay_message(room, seq, &json);
+                after = seq;
+            }
+            if count < CATCH_UP_PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    fn relay_message(&self, room: RoomId, seq: i64, row_json: &str) {
+        metrics::counter!("pgchat_messages_out_total").increment(1);
+        self.hub.deliver(
+            room,
+            Event {
+                seq: Some(seq),
+                skip_user: None,
+                frame: protocol::message_frame(room, row_json),
+            },
+        );
+    }
+
+    async fn dispatch(&self, payload: &str) -> Result<(), DbError> {
+        let note: Note = match serde_json::from_str(payload) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a malformed notification");
+                return Ok(());
+            }
+        };
+        let room = note.room_id;
+        match note.t {
+            "message" => self.on_message(&note).await?,
+            "message_updated" | "message_deleted" => {
+                if self.hub.cursor(room).is_none() {
+                    return Ok(());
+                }
+                let row = match (note.row, note.seq) {
+                    (Some(row), _) => row.get().to_owned(),
+                    (None, Some(seq)) => self.fetch_row(room, seq).await?.unwrap_or_default(),
+                    _ => return Ok(()),
+                };
+                if !row.is_empty() {
+                    let frame = protocol::frame_with_raw(note.t, None, Some(room), "message", &row);
+                    self.hub.deliver(
+                        room,
+                        Event {
+                            seq: None,
+                            skip_user: None,
+                            frame,
+                        },
+                    );
+                }
+            }
+            "member_joined" => {
+                if let (Some(user), Some(room_json)) = (note.user_id, note.room) {
+                    let frame =
+                        protocol::frame_with_raw("room", None, None, "room", room_json.get());
+                    self.hub.push_to_user(user, &frame, None);
+                }
+            }
+            "member_left" => {
+                let Some(user) = note.user_id else {
+                    return Ok(());
+                };
+                let evicted = self.hub.evict_user(room, user);
+                if !evicted.is_empty() {
+                    let frame =
+                        protocol::frame("room_left", None, serde_json::json!({"roomId": room}));
+                    for handle in &evicted {
+                        handle.push(frame.clone());
+                    }
+                    self.presence.leave(room, user).await?;
+                }
+            }
+            "read" => {
+                if let (Some(user), Some(seq)) = (note.user_id, note.seq) {
+                    let frame = protocol::frame(
+                        "read",
+                        None,
+                        serde_json::json!({"roomId": room, "user": user_json(user, note.user_name.as_deref()), "seq": seq}),
+                    );
+                    self.hub.deliver(
+                        room,
+                        Event {
+                            seq: None,
+                            skip_user: None,
+                            frame,
+                        },
+                    );
+                }
+            }
+            "presence" => {
+                let (Some(user), Some(online)) = (note.user_id, note.online) else {
+                    return Ok(());
+                };
+                if !online {
+                    self.stop_typing(room, user);
+                }
+                let kind = if online { "user_joined" } else { "user_left" };
+                let frame = protocol::frame(
+                    kind,
+                    None,
+                    serde_json::json!({"roomId": room, "user": user_json(user, note.user_name.as_deref())}),
+                );
+                self.hub.deliver(
+                    room,
+                    Event {
+                        seq: None,
+                        skip_user: Some(user),
+                        frame,
+                    },
+                );
+            }
+            "typing" => {
+                let (Some(user), Some(is_typing)) = (note.user_id, note.is_typing) else {
+                    return Ok(());
+                };
+                if self.typing.update(
+                    room,
+                    user,
+                    note.user_name.clone(),
+                    is_typing,
+                    Instant::now(),
+                ) {
+                    self.hub.deliver(
+                        room,
+                        typing_event(room, user, note.user_name.as_deref(), is_typing),
+                    );
+                }
+            }
+            other => tracing::debug!(kind = other, "ignoring notification"),
+        }
+        Ok(())
+    }
+
+    async fn on_message(&self, note: &Note<'_>) -> Result<(), DbError> {
+        let room = note.room_id;
+        let Some(seq) = note.seq else { return Ok(()) };
+        let Some(cursor) = self.hub.cursor(room) else {
+            return Ok(()); // nobody here is subscribed to this room
+        };
+        if let Some(user) = note
+            .user_id
+            .or_else(|| note.row.and_then(|r| user_of(r.get())))
+        {
+            self.stop_typing(room, user);
+        }
+        match cursor {
+            Some(c) if seq <= c => return Ok(()), // already relayed (catch-up overlap)
+            Some(c) if seq > c + 1 => return self.catch_up(room, c, Some(seq)).await,
+            _ => {}
+        }
+        let row = match note.row {
+            Some(row) if !note.by_reference => row.get().to_owned(),
+            _ => match self.fetch_row(room, seq).await? {
+                Some(row) => row,
+                None => return Ok(()),
+            },
+        };
+        self.relay_message(room, seq, &row);
+        Ok(())
+    }
+
+    /// The full row of a message notified by reference (too large for a payload).
+    async fn fetch_row(&self, room: RoomId, seq: i64) -> Result<Option<String>, DbError> {
+        let client = self.db.client().await?;
+        let stmt = client
+            .prepare_cached("select pgchat.messages_after($1, $2, 1)::text")
+            .await?;
+        let row = client.query_opt(&stmt, &[&room, &(seq - 1)]).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn stop_typing(&self, room: RoomId, user: i64) {
+        if let Some(name) = self.typing.clear(room, user) {
+            self.hub
+                .deliver(room, typing_event(room, user, name.as_deref(), false));
+        }
+    }
+}
+
+pub fn typing_event(room: RoomId, user: i64, name: Option<&str>, is_typing: bool) -> Event {
+    Event {
+        seq: None,
+        skip_user: Some(user),
+        frame: protocol::frame(
+            "typing",
+            None,
+            serde_json::json!({"roomId": room, "user": user_json(user, name), "isTyping": is_typing}),
+        ),
+    }
+}
+
+/// Ends typing indicators whose refreshes stopped, on this daemon's sockets.
+pub async fn expire_typing(hub: Arc<Hub>, typing: Arc<TypingTracker>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        for (room, user, name) in typing.expire(Instant::now()) {
+            hub.deliver(room, typing_event(room, user, name.as_deref(), false));
+        }
+    }
+}
+
+fn seq_of(row_json: &str) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Seq {
+        seq: i64,
+    }
+    serde_json::from_str::<Seq>(row_json).ok().map(|s| s.seq)
+}
+
+fn user_of(row_json: &str) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct User {
+        user_id: i64,
+    }
+    serde_json::from_str::<User>(row_json)
+        .ok()
+        .map(|u| u.user_id)
+}

@@ -1,0 +1,245 @@
+//! Wiring: shared state, the accept loop, background tasks and graceful shutdown.
+//!
+//! `run(listener, config, shutdown)` takes the shutdown future as an argument so tests
+//! start the real server on port 0 and stop it at will.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Identity, Verifier};
+use crate::config::{Config, ConfigError};
+use crate::db::{Db, DbError};
+use crate::hub::Hub;
+use crate::listener::{self, Listener, ListenerState};
+use crate::presence::{Presence, TypingTracker, HEARTBEAT_EVERY};
+use crate::protocol::{ErrorCode, FrameError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("accept failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a connection needs, shared.
+pub struct AppState {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub db: Db,
+    pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
+    pub typing: Arc<TypingTracker>,
+    /// Per-user quota for chat writes and queries; `None` when RATE_LIMIT_PER_SEC=0.
+    pub limiter: Option<DefaultKeyedRateLimiter<String>>,
+    pub listener: Arc<ListenerState>,
+    /// Cancelled on shutdown; every session's kill switch is a child of it.
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    /// Bounds open connections; a permit is held for a connection's whole life.
+    pub connection_slots: Arc<Semaphore>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    next_conn: AtomicU64,
+    /// Roles already proven settable for `authenticator`, so auth needs no round trip.
+    known_roles: Mutex<HashSet<String>>,
+}
+
+impl AppState {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Refuses a token whose role `authenticator` cannot switch to (missing or not
+    /// granted), as PostgREST would on its first query.
+    pub async fn check_role(&self, identity: &Identity) -> Result<(), FrameError> {
+        if self.known_roles.lock().unwrap().contains(&identity.role) {
+            return Ok(());
+        }
+        match self
+            .db
+            .as_user(identity, "/", "select null::json", &[])
+            .await
+        {
+            Ok(_) => {
+                self.known_roles
+                    .lock()
+                    .unwrap()
+                    .insert(identity.role.clone());
+                Ok(())
+            }
+            Err(DbError::Forbidden(_)) => Err(FrameError::new(
+                ErrorCode::Forbidden,
+                format!("role `{}` is not allowed", identity.role),
+            )),
+            Err(e) => Err(crate::commands::db_error(e)),
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then closes every socket with 1001 and returns.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let state = Arc::new(build_state(config)?);
+    let background = start_background(&state);
+    tracing::info!(addr = %listener.local_addr()?, daemon = state.presence.daemon_id(), "pgchat listening");
+
+    tokio::pin!(shutdown);
+    loop {
+        // Take a slot before accepting: at the cap the server simply stops accepting.
+        let permit = tokio::select! {
+            p = state.connection_slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        state.tasks.clone().spawn(async move {
+            let slot = Arc::new(Mutex::new(Some(permit)));
+            let service = hyper::service::service_fn(move |req| {
+                crate::http::handle(req, state.clone(), slot.clone())
+            });
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "http connection ended");
+            }
+        });
+    }
+
+    tracing::info!("shutting down");
+    state.shutdown.cancel();
+    state.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close within 5 s");
+    }
+    if let Err(e) = state.presence.stop().await {
+        tracing::warn!(error = %e, "could not clear presence on shutdown");
+    }
+    for task in background {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    state.db.close();
+    Ok(())
+}
+
+fn build_state(config: Config) -> Result<AppState, ServerError> {
+    let verifier = Verifier::new(&config)?;
+    let db = Db::new(
+        &config.database_url,
+        config.db_pool_size,
+        Duration::from_millis(config.db_timeout_ms),
+    )?;
+    let limiter = NonZeroU32::new(config.rate_limit_per_sec).map(|rate| {
+        let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
+        RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+    });
+    Ok(AppState {
+        verifier,
+        presence: Arc::new(Presence::new(db.clone())),
+        db,
+        hub: Arc::new(Hub::new()),
+        typing: Arc::new(TypingTracker::default()),
+        limiter,
+        listener: Arc::new(ListenerState::default()),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+        metrics: crate::metrics::handle(),
+        next_conn: AtomicU64::new(1),
+        known_roles: Mutex::new(HashSet::new()),
+        config,
+    })
+}
+
+fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
+    let cancel = state.shutdown.clone();
+    let listener = Listener {
+        url: state.config.database_url.clone(),
+        channel: state.config.notify_channel.clone(),
+        db: state.db.clone(),
+        hub: state.hub.clone(),
+        presence: state.presence.clone(),
+        typing: state.typing.clone(),
+        state: state.listener.clone(),
+    };
+    let heartbeat_state = state.clone();
+    let heartbeat_cancel = cancel.clone();
+    let heartbeat = async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = heartbeat_cancel.cancelled() => return,
+            }
+            if let Err(e) = heartbeat_state.presence.heartbeat().await {
+                tracing::warn!(error = %e, "presence heartbeat failed");
+            }
+            if let Some(limiter) = &heartbeat_state.limiter {
+                limiter.retain_recent();
+            }
+        }
+    };
+    vec![
+        tokio::spawn(listener.run(cancel.clone())),
+        tokio::spawn(listener::expire_typing(
+            state.hub.clone(),
+            state.typing.clone(),
+            cancel,
+        )),
+        tokio::spawn(heartbeat),
+    ]
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
