@@ -41,15 +41,16 @@ create index if not exists idx_messages_room_time on api.chat_messages (room_id,
 
 -- Assigns the next seq from the room row. The UPDATE takes the row lock and holds it to
 -- commit, so a later seq can never commit before an earlier one in the same room.
+-- A missing room is not reported here: this trigger runs before the RLS check, and an
+-- error of its own would tell a non-member which room ids exist. With seq 0 the row goes
+-- on to RLS (which refuses non-members alike) and then to the foreign key.
 create or replace function private.assign_message_seq() returns trigger
 language plpgsql security definer set search_path = api, public as $$
 begin
   update api.chat_rooms set last_seq = last_seq + 1
    where id = new.room_id
   returning last_seq into new.seq;
-  if new.seq is null then
-    raise exception 'room % does not exist', new.room_id using errcode = '23503';
-  end if;
+  new.seq := coalesce(new.seq, 0);
   return new;
 end
 $$;
@@ -67,6 +68,11 @@ language sql stable security definer set search_path = api as $$
     select 1 from api.room_members
      where room_id = room and user_id = api.current_user_id());
 $$;
+
+-- Functions in private are not for clients unless granted by name (040 grants
+-- is_member). Per-schema default privileges cannot revoke PUBLIC's execute right, so
+-- each file revokes it from the functions it creates.
+revoke execute on function private.assign_message_seq(), private.is_member(bigint) from public;
 
 create or replace view api.my_chat_rooms with (security_invoker = true) as
 select r.id,

@@ -158,6 +158,9 @@ language sql stable set search_path = api, public as $$
    where r.id = room_state.room_id;
 $$;
 
+revoke execute on function
+  private.require_user(), private.room_json(api.chat_rooms), private.message_json(api.chat_messages)
+  from public;
 grant execute on function
   private.require_user(), private.room_json(api.chat_rooms), private.message_json(api.chat_messages)
   to authenticated;

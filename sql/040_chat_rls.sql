@@ -21,9 +21,12 @@ drop policy if exists chat_rooms_select on api.chat_rooms;
 create policy chat_rooms_select on api.chat_rooms for select to authenticated
   using (private.is_member(id));
 
+-- One's own rows are visible outright: is_member() does not see a row inserted by the
+-- same statement, so without it `insert … returning` (PostgREST's return=representation)
+-- of one's own membership would fail the SELECT policy.
 drop policy if exists room_members_select on api.room_members;
 create policy room_members_select on api.room_members for select to authenticated
-  using (private.is_member(room_id));
+  using (user_id = api.current_user_id() or private.is_member(room_id));
 
 -- Joining by inserting one's own row is the same as api.join_chat_room.
 drop policy if exists room_members_insert on api.room_members;
