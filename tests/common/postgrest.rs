@@ -58,9 +58,10 @@ impl Postgrest {
         let rows = self
             .run(claims, &format!("/rpc/{function}"), &sql, &params)
             .await?;
+        // A function returning SQL NULL is served by PostgREST as JSON `null`.
         Ok(rows
             .first()
-            .map(|r| r.get::<_, Value>(0))
+            .and_then(|r| r.get::<_, Option<Value>>(0))
             .unwrap_or(Value::Null))
     }
 
