@@ -1,0 +1,429 @@
+//! SPEC §2.3 delivery guarantees over real sockets, a real database and real daemons.
+mod common;
+
+use std::time::Duration;
+
+use common::postgrest::Claims;
+use common::server::{Client, TestServer};
+use common::TestDb;
+use serde_json::{json, Value};
+
+/// Alice and Bob, members of one room; returns (alice, bob, room).
+async fn room_with_two(db: &TestDb) -> (i64, i64, i64) {
+    let (alice, _) = db.signup("alice@example.com", "Alice").await;
+    let (bob, _) = db.signup("bob@example.com", "Bob").await;
+    let pg = db.postgrest().await;
+    let room = pg
+        .rpc(
+            &Claims::user(alice),
+            "create_chat_room",
+            &[("name", &"Room"), ("description", &"")],
+        )
+        .await
+        .unwrap();
+    let room = room["id"].as_i64().unwrap();
+    pg.rpc(&Claims::user(bob), "join_chat_room", &[("room_id", &room)])
+        .await
+        .unwrap();
+    (alice, bob, room)
+}
+
+async fn join(c: &mut Client, room: i64, since: Option<i64>) -> Value {
+    let mut frame = json!({"type": "join", "roomId": room});
+    if let Some(s) = since {
+        frame["since"] = json!(s);
+    }
+    let reply = c.request(frame).await;
+    assert_eq!(reply["type"], "joined", "{reply}");
+    reply
+}
+
+/// Collects `message` frames for `room` until `count` arrived; returns their seqs.
+async fn collect_seqs(c: &mut Client, room: i64, count: usize) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < count {
+        let Some(frame) = c.try_recv(Duration::from_secs(15)).await else {
+            panic!("only {} of {count} messages arrived: {seqs:?}", seqs.len());
+        };
+        if frame["type"] == "message" && frame["roomId"] == room {
+            seqs.push(frame["message"]["seq"].as_i64().unwrap());
+        }
+    }
+    seqs
+}
+
+async fn post_as(db: &TestDb, user: i64, room: i64, text: &str) -> Value {
+    db.postgrest()
+        .await
+        .rpc(
+            &Claims::user(user),
+            "send_message",
+            &[("room_id", &room), ("message", &text)],
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_row_written_through_postgrest_reaches_sockets() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let server = TestServer::start(&db, &[]).await;
+    let mut b = Client::authed(&server.url(), bob).await;
+    join(&mut b, room, None).await;
+
+    post_as(&db, alice, room, "via PostgREST").await;
+    // A plain INSERT through PostgREST's table endpoint, too.
+    db.postgrest()
+        .await
+        .query(
+            &Claims::user(alice),
+            "insert into api.chat_messages (room_id, message) values ($1, $2)",
+            &[&room, &"via POST /chat_messages"],
+        )
+        .await
+        .unwrap();
+    let first = b.recv_type("message").await;
+    assert_eq!(first["message"]["message"], "via PostgREST");
+    assert_eq!(first["message"]["user_name"], "Alice");
+    let second = b.recv_type("message").await;
+    assert_eq!(second["message"]["message"], "via POST /chat_messages");
+    assert_eq!(second["message"]["seq"], 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_15_kb_message_arrives_whole() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let server = TestServer::start(&db, &[]).await;
+    let mut b = Client::authed(&server.url(), bob).await;
+    join(&mut b, room, None).await;
+    let mut a = Client::authed(&server.url(), alice).await;
+    let big: String = "漢字かなカナ".chars().cycle().take(5000).collect();
+    assert!(big.len() > 14_000, "{} bytes", big.len());
+    let ack = a
+        .request(json!({"type": "message", "roomId": room, "message": big}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let m = b.recv_type("message").await;
+    assert_eq!(m["message"]["message"].as_str().unwrap(), big);
+    assert_eq!(m["message"]["user_name"], "Alice");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn losing_the_listen_connection_mid_stream_loses_nothing() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let server = TestServer::start(&db, &[]).await;
+    let mut b = Client::authed(&server.url(), bob).await;
+    join(&mut b, room, None).await;
+
+    let writer = {
+        let pg = db.postgrest().await;
+        tokio::spawn(async move {
+            for i in 1..=200 {
+                pg.rpc(
+                    &Claims::user(alice),
+                    "send_message",
+                    &[("room_id", &room), ("message", &format!("m{i}"))],
+                )
+                .await
+                .unwrap();
+                if i % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })
+    };
+    let admin = db.admin().await;
+    // Kill the LISTEN backend twice while messages stream.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let killed = admin
+            .query(
+                "select pg_terminate_backend(pid) from pg_stat_activity
+                  where application_name = 'pgchat-listener' and datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(killed.len(), 1, "exactly one LISTEN backend for one daemon");
+    }
+    writer.await.unwrap();
+    let seqs = collect_seqs(&mut b, room, 200).await;
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>(), "each once, in order");
+    assert!(b
+        .try_recv(Duration::from_millis(300))
+        .await
+        .is_none_or(|f| f["type"] != "message"));
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("pgchat_listener_reconnects_total"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn clients_resume_by_since_across_a_daemon_restart() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let server = TestServer::start(&db, &[]).await;
+    let addr = server.addr;
+    let mut b = Client::authed(&server.url(), bob).await;
+    join(&mut b, room, None).await;
+    for i in 1..=5 {
+        post_as(&db, alice, room, &format!("before {i}")).await;
+    }
+    let seen = collect_seqs(&mut b, room, 5).await;
+    let last_seen = *seen.last().unwrap();
+
+    server.stop().await;
+    assert!(b
+        .close_code(Duration::from_secs(5))
+        .await
+        .is_some_and(|c| c == 1001));
+    for i in 1..=7 {
+        post_as(&db, alice, room, &format!("while down {i}")).await;
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = TestServer::start_on(&db, &[], listener).await;
+    let mut b = Client::authed(&server.url(), bob).await;
+    b.send(json!({"type": "join", "roomId": room, "since": last_seen, "ref": "j"}))
+        .await;
+    for i in 1..=3 {
+        post_as(&db, alice, room, &format!("after {i}")).await;
+    }
+    let seqs = collect_seqs(&mut b, room, 10).await;
+    assert_eq!(
+        seqs,
+        (6..=15).collect::<Vec<_>>(),
+        "replay then live, no gap, no duplicate"
+    );
+    assert!(b
+        .try_recv(Duration::from_millis(300))
+        .await
+        .is_none_or(|f| f["type"] != "message"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resending_a_client_id_never_duplicates() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let server = TestServer::start(&db, &[]).await;
+    let mut a = Client::authed(&server.url(), alice).await;
+    let mut b = Client::authed(&server.url(), bob).await;
+    join(&mut b, room, None).await;
+    let frame =
+        json!({"type": "message", "roomId": room, "message": "once", "clientId": "retry-1"});
+    let first = a.request(frame.clone()).await;
+    let second = a.request(frame).await;
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(first["seq"], second["seq"]);
+    b.recv_type("message").await;
+    assert!(b
+        .try_recv(Duration::from_millis(400))
+        .await
+        .is_none_or(|f| f["type"] != "message"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn leaving_through_postgrest_stops_delivery_at_once() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let server = TestServer::start(&db, &[]).await;
+    let mut a = Client::authed(&server.url(), alice).await;
+    let mut b = Client::authed(&server.url(), bob).await;
+    join(&mut a, room, None).await;
+    join(&mut b, room, None).await;
+
+    db.postgrest()
+        .await
+        .rpc(&Claims::user(bob), "leave_chat_room", &[("room_id", &room)])
+        .await
+        .unwrap();
+    let notice = b.recv_type("room_left").await;
+    assert_eq!(notice["roomId"], room);
+    let gone = a.recv_type("user_left").await;
+    assert_eq!(gone["user"]["id"], bob);
+    a.request(json!({"type": "message", "roomId": room, "message": "secret"}))
+        .await;
+    a.recv_type("message").await;
+    assert!(
+        b.try_recv(Duration::from_millis(500)).await.is_none(),
+        "bob hears nothing after leaving"
+    );
+    let refused = b.request(json!({"type": "join", "roomId": room})).await;
+    assert_eq!(refused["code"], "forbidden");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_daemons_behave_as_one() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let one = TestServer::start(&db, &[]).await;
+    let two = TestServer::start(&db, &[]).await;
+    let mut a = Client::authed(&one.url(), alice).await;
+    let mut b = Client::authed(&two.url(), bob).await;
+    join(&mut a, room, None).await;
+    let jb = join(&mut b, room, None).await;
+    let online: Vec<i64> = jb["online"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_i64().unwrap())
+        .collect();
+    assert!(online.contains(&alice), "presence crosses daemons: {jb}");
+    assert_eq!(a.recv_type("user_joined").await["user"]["id"], bob);
+
+    a.request(json!({"type": "message", "roomId": room, "message": "across"}))
+        .await;
+    assert_eq!(b.recv_type("message").await["message"]["message"], "across");
+
+    b.send(json!({"type": "typing", "roomId": room, "isTyping": true}))
+        .await;
+    let t = a.recv_type("typing").await;
+    assert_eq!(
+        (t["user"]["id"].as_i64(), t["isTyping"].as_bool()),
+        (Some(bob), Some(true))
+    );
+    // Typing ends by itself on the other daemon too.
+    let t = a.recv_type("typing").await;
+    assert_eq!(t["isTyping"], false);
+
+    // A daemon that stops announces its users gone to the others.
+    drop(b);
+    two.stop().await;
+    assert_eq!(a.recv_type("user_left").await["user"]["id"], bob);
+    one.stop().await;
+}
+
+#[tokio::test]
+async fn presence_is_per_user_across_tabs() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let server = TestServer::start(&db, &[]).await;
+    let mut a = Client::authed(&server.url(), alice).await;
+    join(&mut a, room, None).await;
+    let mut tab1 = Client::authed(&server.url(), bob).await;
+    let mut tab2 = Client::authed(&server.url(), bob).await;
+    join(&mut tab1, room, None).await;
+    assert_eq!(a.recv_type("user_joined").await["user"]["id"], bob);
+    join(&mut tab2, room, None).await;
+    drop(tab1);
+    // Bob still has a tab open: no user_left yet, and no second user_joined.
+    assert!(a.try_recv(Duration::from_millis(500)).await.is_none());
+    drop(tab2);
+    assert_eq!(a.recv_type("user_left").await["user"]["id"], bob);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
+    let db = TestDb::new().await;
+    let (alice, bob, room) = room_with_two(&db).await;
+    let server = TestServer::start(
+        &db,
+        &[("OUTBOUND_QUEUE", "16"), ("RATE_LIMIT_PER_SEC", "0")],
+    )
+    .await;
+    let mut a = Client::authed(&server.url(), alice).await;
+    let mut stalled = stalled_client(server.addr, bob).await;
+    join(&mut stalled, room, None).await;
+    // A second socket of Alice's reads everything, concurrently, as a live client would.
+    let mut reader = Client::authed(&server.url(), alice).await;
+    join(&mut reader, room, None).await;
+    let reading = tokio::spawn(async move { collect_seqs(&mut reader, room, 600).await });
+    let rss_before = rss_kib();
+    // ~15 KB per message: far more than the kernel buffers between server and client hold.
+    let text: String = "遅".repeat(4990);
+    for i in 0..600 {
+        let ack = a
+            .request(json!({"type": "message", "roomId": room, "message": format!("{i} {text}"), "clientId": i.to_string()}))
+            .await;
+        assert_eq!(ack["type"], "ack");
+    }
+    assert_eq!(
+        reading.await.unwrap(),
+        (1..=600).collect::<Vec<_>>(),
+        "the reader kept receiving everything"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    let kicks = metric(&metrics, "pgchat_slow_consumer_kicks_total");
+    assert!(kicks >= 1.0, "slow consumer closed: {metrics}");
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 64 * 1024,
+        "server memory grew by {grown} KiB for one stalled client"
+    );
+    // The stalled socket was closed by the server (its buffered frames end in a Close or EOF).
+    let mut closed = false;
+    for _ in 0..400 {
+        match stalled.ws.next_frame().await {
+            Some(_) => continue,
+            None => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the stalled connection ends");
+    server.stop().await;
+}
+
+/// Authenticates with a tiny receive buffer, then never reads again.
+async fn stalled_client(addr: std::net::SocketAddr, user: i64) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/ws");
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    let mut c = Client { ws };
+    c.send(json!({"type": "auth", "token": common::server::token_for(user, Some(3600))}))
+        .await;
+    c.recv_type("authenticated").await;
+    c
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+trait NextFrame {
+    async fn next_frame(&mut self) -> Option<()>;
+}
+
+impl<S> NextFrame for tokio_tungstenite::WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    /// Some(()) for any frame that is not a Close; None once closed or failed.
+    async fn next_frame(&mut self) -> Option<()> {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(Duration::from_secs(10), self.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) => None,
+            Ok(Some(Ok(_))) => Some(()),
+            _ => None,
+        }
+    }
+}
