@@ -21,6 +21,7 @@
     return {
       // Plan state.
       chatClient: null,
+      chatGeneration: 0,
       chatConnected: false,
       chatRooms: [],
       currentRoomId: null,
@@ -88,8 +89,11 @@
         if (!token) return;
         if (this.chatClient) this.chatClient.close();
         const client = root.createChatClient(token, root.pgchatDefaultUrl());
+        // Events of a replaced client are ignored. (Compared by generation: Alpine wraps
+        // the stored client in a proxy, so identity comparison would never match.)
+        const generation = ++this.chatGeneration;
         this.chatClient = client;
-        const on = (type, fn) => client.on(type, (f) => { if (this.chatClient === client) fn(f); });
+        const on = (type, fn) => client.on(type, (f) => { if (this.chatGeneration === generation) fn(f); });
         on('state', (s) => {
           this.chatStatus = s.state === 'open' ? 'connected' : s.state === 'closed' ? 'offline' : s.state;
           this.chatConnected = s.state === 'open';
@@ -132,7 +136,8 @@
           this.refreshCurrentMessages();
         });
         on('error', (f) => { if (f.ref == null || String(f.ref).startsWith('join:')) this.chatError = f.message || f.code; });
-        this.chatTimers.push(setInterval(() => this.pruneTyping(), 1000));
+        this.chatTimers.forEach(clearInterval);
+        this.chatTimers = [setInterval(() => this.pruneTyping(), 1000)];
         if (!this.chatVisibilityHooked) {
           this.chatVisibilityHooked = true;
           root.document.addEventListener('visibilitychange', () => {
@@ -143,6 +148,7 @@
       },
 
       logoutChat() {
+        this.chatGeneration += 1;
         if (this.chatClient) this.chatClient.close();
         this.chatTimers.forEach(clearInterval);
         Object.assign(this, {
