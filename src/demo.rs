@@ -10,6 +10,28 @@ use crate::migrate::{migrate, DatabaseSettings};
 const DEMO_USERS: [(&str, &str); 2] = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")];
 const DEMO_PASSWORD: &str = "demo-password";
 
+/// The demo works with no configuration on a machine with a local PostgreSQL: fill in
+/// what is missing before the configuration is read.
+pub fn default_environment() {
+    let defaults = [
+        ("JWT_SECRET", "pgchat-demo-secret-not-for-production-0123"),
+        (
+            "ADMIN_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/pgchat",
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://authenticator@127.0.0.1:5432/pgchat",
+        ),
+    ];
+    for (name, value) in defaults {
+        if std::env::var_os(name).is_none() {
+            // Single-threaded at this point: nothing else reads the environment yet.
+            unsafe { std::env::set_var(name, value) };
+        }
+    }
+}
+
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let secret = config.jwt_secret.clone().context("JWT_SECRET is not set")?;
     migrate(
@@ -26,6 +48,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             env!("CARGO_MANIFEST_DIR"),
             "/frontend"
         )));
+    }
+    if let Some(dir) = &config.static_dir {
+        install_frontend(dir)?;
     }
     let tokens = demo_tokens(&config.database_url).await?;
     let listener = tokio::net::TcpListener::bind((config.ws_host, config.ws_port))
@@ -82,4 +107,22 @@ async fn demo_tokens(url: &str) -> anyhow::Result<Vec<String>> {
         tokens.push(token);
     }
     Ok(tokens)
+}
+
+/// Alpine.js comes from npm and is served locally: install it on first run.
+fn install_frontend(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.join("node_modules/alpinejs").exists() || !dir.join("package.json").exists() {
+        return Ok(());
+    }
+    println!(
+        "installing the frontend's npm packages in {} …",
+        dir.display()
+    );
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .context("running npm (Node.js is needed for the demo frontend)")?;
+    anyhow::ensure!(status.success(), "npm ci failed in {}", dir.display());
+    Ok(())
 }

@@ -51,6 +51,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve { migrate: false });
+    if matches!(command, Command::Demo) {
+        pgchat::demo::default_environment();
+    }
     // Configuration errors are one clear line, without a backtrace or debug dump.
     let config = match Config::from_env() {
         Ok(c) => c,

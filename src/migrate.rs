@@ -160,6 +160,9 @@ async fn set_database_setting(
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Result<Client, MigrateError> {
+    // The idempotent files' "already exists, skipping" notices are noise.
+    let mut config = config.clone();
+    config.options("-c client_min_messages=warning");
     let (client, connection) = config.connect(NoTls).await.map_err(MigrateError::Connect)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
