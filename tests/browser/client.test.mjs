@@ -1,0 +1,157 @@
+// The chat client's connection logic without a browser or server: a scripted fake
+// WebSocket checks backoff, resume by `since`, and outbox re-send until ack.
+import { describe, it, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { createChatClient, backoffDelay } = require('../../frontend/chat-client.js');
+
+class FakeSocket {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.all.push(this);
+  }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close(code = 1000) { this.drop(code); }
+  // Test controls.
+  accept() { this.readyState = 1; this.onopen && this.onopen(); }
+  reply(frame) { this.onmessage({ data: JSON.stringify(frame) }); }
+  drop(code = 1006) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.onclose && this.onclose({ code });
+  }
+  framesOf(type) { return this.sent.filter((f) => f.type === type); }
+}
+
+const latest = () => FakeSocket.all[FakeSocket.all.length - 1];
+const tick = () => new Promise((r) => setImmediate(r));
+
+function connectedClient(t) {
+  const client = createChatClient('tok', 'ws://x/ws', { WebSocket: FakeSocket });
+  client.connect();
+  latest().accept();
+  assert.deepEqual(latest().sent[0], { type: 'auth', token: 'tok', ref: 'auth' });
+  latest().reply({ type: 'authenticated', ref: 'auth', user: { id: 7, name: 'Alice' } });
+  t.after(() => client.close());
+  return client;
+}
+
+describe('chat client', () => {
+  beforeEach((t) => {
+    FakeSocket.all = [];
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  });
+  afterEach((t) => t.mock.timers.reset());
+
+  it('backs off from 1 s to 30 s with jitter', () => {
+    assert.equal(backoffDelay(0, () => 1), 1000);
+    assert.equal(backoffDelay(0, () => 0), 500);
+    assert.equal(backoffDelay(3, () => 1), 8000);
+    assert.equal(backoffDelay(10, () => 1), 30000);
+    assert.equal(backoffDelay(50, () => 0), 15000);
+  });
+
+  it('reconnects after a drop and resumes each room from the last seq seen', (t) => {
+    const client = connectedClient(t);
+    client.joinRoom(1, 0);
+    client.joinRoom(2, 5);
+    assert.deepEqual(latest().framesOf('join').map((f) => [f.roomId, f.since]), [[1, 0], [2, 5]]);
+    latest().reply({ type: 'message', roomId: 1, message: { id: 10, seq: 3, user_id: 8 } });
+    latest().reply({ type: 'message', roomId: 1, message: { id: 11, seq: 4, user_id: 8 } });
+
+    const states = [];
+    client.on('state', (s) => states.push(s.state));
+    latest().drop();
+    assert.equal(client.state, 'reconnecting');
+    t.mock.timers.tick(1000);
+    assert.equal(FakeSocket.all.length, 2, 'a new socket after at most 1 s');
+    latest().accept();
+    latest().reply({ type: 'authenticated', ref: 'auth', user: { id: 7, name: 'Alice' } });
+    assert.deepEqual(latest().framesOf('join').map((f) => [f.roomId, f.since]), [[1, 4], [2, 5]]);
+    assert.deepEqual(states, ['reconnecting', 'reconnecting', 'open']);
+  });
+
+  it('keeps failing reconnects spaced out, growing to the cap', (t) => {
+    connectedClient(t);
+    latest().drop();
+    const gaps = [];
+    for (let i = 0; i < 8; i++) {
+      const before = FakeSocket.all.length;
+      let waited = 0;
+      while (FakeSocket.all.length === before) { t.mock.timers.tick(250); waited += 250; }
+      gaps.push(waited);
+      latest().drop();
+    }
+    assert.ok(gaps[0] <= 1000 && gaps[3] >= 4000 && gaps[7] <= 30000, `gaps ${gaps}`);
+  });
+
+  it('re-sends unacknowledged messages with the same clientId until ack', async (t) => {
+    const client = connectedClient(t);
+    const id = client.sendMessage(1, 'hello');
+    const first = latest().framesOf('message');
+    assert.equal(first.length, 1);
+    assert.equal(first[0].clientId, id);
+    latest().drop(); // no ack arrived
+
+    t.mock.timers.tick(1000);
+    latest().accept();
+    latest().reply({ type: 'authenticated', ref: 'auth', user: { id: 7, name: 'Alice' } });
+    const again = latest().framesOf('message');
+    assert.deepEqual(again.map((f) => [f.clientId, f.message]), [[id, 'hello']]);
+    latest().reply({ type: 'ack', ref: again[0].ref, id: 99, seq: 1 });
+    assert.deepEqual(client.pendingMessages(), []);
+
+    // Acked messages are not sent again after the next reconnect.
+    latest().drop();
+    t.mock.timers.tick(1000);
+    latest().accept();
+    latest().reply({ type: 'authenticated', ref: 'auth', user: { id: 7, name: 'Alice' } });
+    assert.equal(latest().framesOf('message').length, 0);
+    await tick();
+  });
+
+  it('messages written while offline wait in the outbox', (t) => {
+    const client = connectedClient(t);
+    latest().drop();
+    client.sendMessage(3, 'offline one');
+    assert.equal(client.pendingMessages().length, 1);
+    t.mock.timers.tick(1000);
+    latest().accept();
+    assert.equal(latest().framesOf('message').length, 0, 'nothing before auth');
+    latest().reply({ type: 'authenticated', ref: 'auth', user: { id: 7, name: 'Alice' } });
+    const sent = latest().framesOf('message');
+    assert.equal(sent.length, 1);
+    // The echo of our own message settles it as well as an ack would.
+    latest().reply({ type: 'message', roomId: 3, message: { id: 5, seq: 9, user_id: 7, client_id: sent[0].clientId } });
+    assert.deepEqual(client.pendingMessages(), []);
+  });
+
+  it('requests resolve with the reply carrying their ref, and reject on error', async (t) => {
+    const client = connectedClient(t);
+    const rooms = client.request({ type: 'rooms' });
+    const ref = latest().framesOf('rooms')[0].ref;
+    latest().reply({ type: 'rooms', ref, rooms: [{ id: 1 }] });
+    assert.deepEqual((await rooms).rooms, [{ id: 1 }]);
+
+    const join = client.request({ type: 'join_room', roomId: 404 });
+    const jref = latest().framesOf('join_room')[0].ref;
+    latest().reply({ type: 'error', ref: jref, code: 'not_found', message: 'room not found' });
+    await assert.rejects(join, (e) => e.code === 'not_found');
+  });
+
+  it('stops for good when the token expires (close 4001)', (t) => {
+    const client = connectedClient(t);
+    let failed = null;
+    client.on('auth_failed', (f) => { failed = f; });
+    latest().drop(4001);
+    assert.equal(client.state, 'closed');
+    assert.equal(failed.code, 'token_expired');
+    t.mock.timers.tick(60_000);
+    assert.equal(FakeSocket.all.length, 1);
+  });
+});
