@@ -320,8 +320,7 @@
 
       /** Stops receiving a room (membership is unchanged). */
       leaveRoom(roomId) {
-        rooms.delete(roomId);
-        client.send({ type: 'leave', roomId });
+        if (rooms.delete(roomId)) client.send({ type: 'leave', roomId });
       },
 
       /** Records a seq the caller has seen (e.g. from history), so resume starts after it. */

@@ -80,10 +80,10 @@
         if (!this.storeMessage(roomId, m)) return;
         const room = this.chatRooms.find((r) => sameId(r.id, roomId));
         if (room) {
-          room.preview = `${m.user_name}: ${m.message}`.slice(0, 80);
+          const mine = sameId(m.user_id, this.chatUser && this.chatUser.id);
+          room.preview = `${mine ? 'You' : m.user_name}: ${m.message}`.slice(0, 80);
           room.lastActivity = m.created_at;
           room.last_seq = Math.max(room.last_seq || 0, m.seq);
-          const mine = sameId(m.user_id, this.chatUser && this.chatUser.id);
           if (m.seq > (room.countedSeq || 0)) {
             room.countedSeq = m.seq;
             if (!mine && m.seq > (room.last_read_seq || 0)) room.unread_count = (room.unread_count || 0) + 1;

@@ -80,6 +80,8 @@
           this.chatConnected = s.state === 'open';
           this.startRetryCountdown(s.retryInMs || 0);
         });
+        // While disconnected nobody's presence is known; `joined` refills it on resume.
+        on('disconnected', () => { this.onlineUsers = {}; this.typingUsers = {}; });
         on('authenticated', (f) => {
           this.chatUser = f.user;
           this.chatError = '';

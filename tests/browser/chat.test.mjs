@@ -137,6 +137,23 @@ describe('two users chatting', { timeout: 300_000 }, () => {
     await expectOnce(pa, 'Back online!');
   });
 
+  it('a room joined through PostgREST appears live, and leaving removes it', async () => {
+    const news = JSON.parse(env.asUser(alice, `select api.create_chat_room('Announcements', 'News from the shelf')`)[0]);
+    env.asUser(alice, `select api.send_message(${news.id}, 'Welcome to the announcements!', null)`);
+    env.asUser(bob, `select api.join_chat_room(${news.id})`);
+    const item = roomItem(pb, 'Announcements');
+    await item.waitFor();
+    await item.click();
+    await expectOnce(pb, 'Welcome to the announcements!');
+    await pb.getByRole('button', { name: 'Leave' }).click();
+    await item.waitFor({ state: 'detached' });
+    await pb.locator('.chat-empty').waitFor({ state: 'visible' });
+    // Bob no longer receives the room.
+    env.asUser(alice, `select api.send_message(${news.id}, 'Bob has left', null)`);
+    await pa.waitForTimeout(500);
+    assert.equal(await roomItem(pb, 'Announcements').count(), 0);
+  });
+
   it('no page error happened', () => {
     assert.deepEqual(env.pageErrors, []);
   });
