@@ -184,7 +184,11 @@
           break;
         case 'joined': {
           const r = rooms.get(frame.roomId);
-          if (r) r.joined = true;
+          if (r) {
+            r.joined = true;
+            // Joined live-only: later resumes start from the seq at subscription time.
+            if (r.lastSeq == null && typeof frame.lastSeq === 'number') r.lastSeq = frame.lastSeq;
+          }
           break;
         }
         case 'message':

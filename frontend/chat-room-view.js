@@ -40,6 +40,30 @@
         return `${entries[0]}, ${entries[1]} and ${entries.length - 2} more are typing…`;
       },
 
+      /** True when the oldest loaded message of the open room is not its first. */
+      get canLoadEarlier() {
+        const first = this.currentRoomMessages.find((m) => m.seq != null);
+        return !!first && first.seq > 1;
+      },
+
+      async loadEarlier() {
+        const roomId = this.currentRoomId;
+        const first = this.currentRoomMessages.find((m) => m.seq != null);
+        if (!first) return;
+        const el = this.$refs.chatMessages;
+        const fromBottom = el ? el.scrollHeight - el.scrollTop : 0;
+        try {
+          const reply = await this.chatClient.request({ type: 'history', roomId, beforeSeq: first.seq, limit: HISTORY_PAGE });
+          for (const m of reply.messages || []) this.storeMessage(roomId, m);
+          if (!sameId(roomId, this.currentRoomId)) return;
+          this.refreshCurrentMessages();
+          // Keep the message the reader was looking at in place.
+          this.$nextTick(() => { if (el) el.scrollTop = el.scrollHeight - fromBottom; });
+        } catch (e) {
+          this.chatError = `Could not load earlier messages: ${e.message}`;
+        }
+      },
+
       async enterRoom(roomId) {
         this.stopTyping();
         this.currentRoomId = roomId;

@@ -89,7 +89,11 @@
         });
         on('auth_failed', (f) => { this.chatError = `Sign-in refused (${f.code}). Please log in again.`; });
         on('rooms', (f) => this.mergeRooms(f.rooms || []));
-        on('room', (f) => f.room && this.addRoom(f.room));
+        on('room', (f) => {
+          if (!f.room) return;
+          this.addRoom(f.room);
+          this.refreshRoomsSoon(); // counts and last_seq for a room added elsewhere
+        });
         on('room_left', (f) => this.removeRoom(f.roomId));
         on('joined', (f) => {
           this.onlineUsers[f.roomId] = Object.fromEntries((f.online || []).map((u) => [u.id, u.name]));
@@ -203,7 +207,9 @@
           lastActivity: r.last_message_at || room.lastActivity || r.created_at || '',
         });
         if (this.chatClient && !this.chatClient.isSubscribed(r.id)) {
-          this.chatClient.joinRoom(r.id, r.last_seq || 0);
+          // A room pushed because we were added elsewhere may not carry last_seq: then
+          // subscribe live-only; its history loads when it is opened.
+          this.chatClient.joinRoom(r.id, typeof r.last_seq === 'number' ? r.last_seq : undefined);
         }
         return room;
       },

@@ -154,6 +154,20 @@ describe('two users chatting', { timeout: 300_000 }, () => {
     assert.equal(await roomItem(pb, 'Announcements').count(), 0);
   });
 
+  it('older history loads on demand, in order and once', async () => {
+    const hist = JSON.parse(env.asUser(alice, `select api.create_chat_room('Archive', '')`)[0]);
+    env.asUser(alice, `select count(api.send_message(${hist.id}, 'Archive note ' || g, null)) from generate_series(1, 70) g`);
+    env.asUser(bob, `select api.join_chat_room(${hist.id})`); // Bob arrives after the 70
+    await roomItem(pb, 'Archive').click();
+    await expectOnce(pb, 'Archive note 70');
+    assert.equal(await pb.locator('.chat-messages .msg-bubble').count(), 50, 'the newest page first');
+    await pb.getByRole('button', { name: 'Load earlier messages' }).click();
+    await expectOnce(pb, 'Archive note 1');
+    const texts = await pb.locator('.chat-messages .msg-bubble').allTextContents();
+    assert.deepEqual(texts, Array.from({ length: 70 }, (_, i) => `Archive note ${i + 1}`));
+    await pb.getByRole('button', { name: 'Load earlier messages' }).waitFor({ state: 'hidden' });
+  });
+
   it('no page error happened', () => {
     assert.deepEqual(env.pageErrors, []);
   });

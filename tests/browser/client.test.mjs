@@ -76,6 +76,18 @@ describe('chat client', () => {
     assert.deepEqual(states, ['reconnecting', 'reconnecting', 'open']);
   });
 
+  it('a room joined live-only resumes from the seq the server reported in joined', (t) => {
+    const client = connectedClient(t);
+    client.joinRoom(4);
+    assert.equal(latest().framesOf('join')[0].since, undefined);
+    latest().reply({ type: 'joined', ref: 'join:4', roomId: 4, online: [], lastSeq: 70 });
+    latest().drop();
+    t.mock.timers.tick(1000);
+    latest().accept();
+    latest().reply({ type: 'authenticated', ref: 'auth', user: { id: 7, name: 'Alice' } });
+    assert.equal(latest().framesOf('join')[0].since, 70);
+  });
+
   it('keeps failing reconnects spaced out, growing to the cap', (t) => {
     connectedClient(t);
     latest().drop();

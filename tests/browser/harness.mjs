@@ -6,7 +6,7 @@
 // and the database, which is dropped at the end.
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
-import { existsSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -76,6 +76,8 @@ export class ChatEnv {
     this.server = null;
     this.browser = null;
     this.pageErrors = [];
+    this.logFile = join(LOGS, `pgchat-${name}.log`);
+    this.started = false;
   }
 
   async start() {
@@ -111,8 +113,11 @@ export class ChatEnv {
 
   /** Starts `pgchat serve` on this env's port and waits until /readyz answers 200. */
   async startServer() {
-    const log = openSync(join(LOGS, `${this.db}.log`), 'a');
+    // One log per test file: truncated by the first start, appended to by restarts.
+    const log = openSync(this.logFile, this.started ? 'a' : 'w');
     const child = spawn(this.bin, ['serve'], { env: this.env(), stdio: ['ignore', log, log] });
+    closeSync(log); // the child has its own copy
+    this.started = true;
     this.server = child;
     // If the test process dies first, do not leave this pgchat behind.
     const reap = () => { if (child.exitCode === null) try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } };
@@ -120,7 +125,7 @@ export class ChatEnv {
     child.once('exit', () => process.removeListener('exit', reap));
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
-      if (child.exitCode !== null) throw new Error(`pgchat exited with ${child.exitCode}; see ${LOGS}/${this.db}.log`);
+      if (child.exitCode !== null) throw new Error(`pgchat exited with ${child.exitCode}; see ${this.logFile}`);
       try {
         const r = await fetch(this.url + 'readyz', { signal: AbortSignal.timeout(1000) });
         if (r.status === 200) return;
