@@ -172,6 +172,7 @@
           message: text, created_at: new Date().toISOString(), sentAt: Date.now(), pending: true,
         }, true);
         this.messageInput = '';
+        this.$nextTick(() => this.autosizeComposer());
         this.stopTyping();
         this.refreshCurrentMessages(true);
       },
@@ -183,7 +184,16 @@
         this.sendChatMessage();
       },
 
+      /** Grows the composer with its text, up to the CSS max-height. */
+      autosizeComposer() {
+        const el = this.$refs.chatInput;
+        if (!el) return;
+        el.style.height = 'auto';
+        el.style.height = el.scrollHeight + 2 + 'px';
+      },
+
       handleTyping() {
+        this.autosizeComposer();
         if (this.currentRoomId == null || !this.chatClient) return;
         if (!this.messageInput) { this.stopTyping(); return; }
         const now = Date.now();
