@@ -164,6 +164,13 @@ revoke execute on function
 grant execute on function
   private.require_user(), private.room_json(api.chat_rooms), private.message_json(api.chat_messages)
   to authenticated;
+-- Chat RPCs are for signed-in users only: not PUBLIC (the default), so not `anon`.
+revoke execute on function
+  api.create_chat_room(text, text), api.join_chat_room(bigint), api.leave_chat_room(bigint),
+  api.send_message(bigint, text, text), api.chat_history(bigint, bigint, integer),
+  api.messages_since(bigint, bigint, integer), api.mark_read(bigint, bigint),
+  api.room_state(bigint)
+  from public;
 grant execute on function
   api.create_chat_room(text, text), api.join_chat_room(bigint), api.leave_chat_room(bigint),
   api.send_message(bigint, text, text), api.chat_history(bigint, bigint, integer),

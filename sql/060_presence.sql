@@ -129,3 +129,10 @@ end
 $$;
 
 grant execute on function pgchat.presence_join(uuid, bigint, bigint) to authenticator;
+
+-- Functions are executable by PUBLIC by default; only the daemon may call these.
+revoke execute on function
+  pgchat.notify_presence(bigint, bigint, boolean), pgchat.presence_set(uuid, bigint, bigint, boolean),
+  pgchat.presence_online(bigint), pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid),
+  pgchat.notify_typing(bigint, bigint, boolean), pgchat.presence_join(uuid, bigint, bigint)
+  from public;

@@ -94,7 +94,8 @@ pub struct Event {
 struct Subscriber {
     handle: Arc<SessionHandle>,
     user_id: UserId,
-    /// Messages with seq ≤ floor were already sent (replay) or predate the join.
+    /// Highest message seq sent to this socket (replay included): anything at or below
+    /// it is a duplicate or predates the join, and is skipped.
     floor: i64,
     /// Some while the session is still replaying: held events, released on activate.
     pending: Option<Vec<Event>>,
@@ -211,8 +212,15 @@ impl Hub {
         };
         sub.floor = floor;
         for event in sub.pending.take().unwrap_or_default() {
-            if event.seq.is_none_or(|s| s > floor) {
-                sub.handle.push(event.frame);
+            match event.seq {
+                Some(seq) if seq <= sub.floor => {}
+                Some(seq) => {
+                    sub.floor = seq;
+                    sub.handle.push(event.frame);
+                }
+                None => {
+                    sub.handle.push(event.frame);
+                }
             }
         }
     }
@@ -319,8 +327,11 @@ impl Hub {
                 }
                 continue;
             }
-            if event.seq.is_some_and(|s| s <= sub.floor) {
-                continue;
+            if let Some(seq) = event.seq {
+                if seq <= sub.floor {
+                    continue;
+                }
+                sub.floor = seq;
             }
             if sub.handle.push(event.frame.clone()) {
                 delivered += 1;

@@ -141,6 +141,7 @@ async fn losing_the_listen_connection_mid_stream_loses_nothing() {
     // Kill the LISTEN backend twice while messages stream.
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_for_listener(&admin).await;
         let killed = admin
             .query(
                 "select pg_terminate_backend(pid) from pg_stat_activity
@@ -374,6 +375,26 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
     }
     assert!(closed, "the stalled connection ends");
     server.stop().await;
+}
+
+/// Waits until the daemon's LISTEN backend is connected (it reconnects with backoff).
+async fn wait_for_listener(admin: &tokio_postgres::Client) {
+    for _ in 0..100 {
+        let n = admin
+            .query(
+                "select 1 from pg_stat_activity
+                  where application_name = 'pgchat-listener' and datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .len();
+        if n == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the LISTEN connection did not come back");
 }
 
 /// Authenticates with a tiny receive buffer, then never reads again.

@@ -133,6 +133,21 @@ async fn ensure_template() -> String {
             ))
             .await
             .unwrap();
+        // Templates of older SQL versions are no longer needed.
+        let stale = admin
+            .query(
+                "select datname from pg_database
+                  where datname like 'pgchat\\_tpl\\_%' and datname <> $1",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        for row in stale {
+            let old: String = row.get(0);
+            let _ = admin
+                .batch_execute(&format!("drop database if exists \"{old}\" with (force)"))
+                .await;
+        }
     }
     admin
         .execute("select pg_advisory_unlock(7067636861)", &[])
