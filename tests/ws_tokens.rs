@@ -366,6 +366,9 @@ fn postgrest_claims(token: &str, role: &str) -> Claims {
     }
 }
 
+/// Extra server settings for one case.
+type Settings<'a> = &'a [(&'a str, &'a str)];
+
 /// §5.9: inside SQL, `current_user` and the claims (`sub` included) are what PostgREST
 /// gives for the same token — through pgchat's verifier and db layer, and through the
 /// socket (a posted message belongs to `sub`).
@@ -387,7 +390,7 @@ async fn sql_context_matches_postgrest() {
         alice,
         json!({"role": "anon", "realm_access": {"roles": ["authenticated"]}}),
     );
-    let cases: [(&[(&str, &str)], &String, &str); 3] = [
+    let cases: [(Settings, &String, &str); 3] = [
         (&[], &plain, "authenticated"),
         (&[("DB_ANON_ROLE", "anon")], &no_role, "anon"),
         (
