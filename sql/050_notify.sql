@@ -52,14 +52,13 @@ begin
   else
     return null;
   end if;
-  -- A join carries the room (id, name, description) so the new member's open sockets
-  -- can list it at once.
+  -- A join carries the room, shaped like the create/join replies, so the new member's
+  -- open sockets can list it at once.
   perform pg_notify(pgchat.channel(), json_build_object(
     't', op, 'room_id', r.room_id, 'user_id', r.user_id,
     'user_name', private.display_name(r.user_id), 'seq', r.last_read_seq,
     'room', case when op = 'member_joined' then
-      (select json_build_object('id', c.id, 'name', c.name, 'description', c.description)
-         from api.chat_rooms c where c.id = r.room_id) end)::text);
+      (select private.room_json(c) from api.chat_rooms c where c.id = r.room_id) end)::text);
   return null;
 end
 $$;

@@ -2,6 +2,8 @@
 //! that first sets role and claims exactly like PostgREST (POSTGREST.md §2), then runs
 //! the chat SQL with bound parameters.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -88,14 +90,27 @@ impl<'a> FromSql<'a> for RawJson {
     }
 }
 
-/// PostgREST's per-request context: search path, role, claims, method and path.
+/// PostgREST's per-request context: search path, role, claims, method and path, then
+/// the role's own settings (`ALTER ROLE … SET`), which PostgREST applies per request
+/// because `SET ROLE` alone does not.
 const CONTEXT_SQL: &str = "select set_config('search_path', '\"api\", \"public\"', true), \
      set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
-     set_config('request.method', 'POST', true), set_config('request.path', $3, true)";
+     set_config('request.method', 'POST', true), set_config('request.path', $3, true), \
+     (select count(set_config(k, v, true)) from json_each_text($4::text::json) as s(k, v))";
+
+/// Settings of every role, from `pg_db_role_setting` (database-wide ones first, so the
+/// database-specific value of a setting wins when applied in order).
+const ROLE_SETTINGS_SQL: &str = "select r.rolname::text, \
+       json_object_agg(split_part(cfg, '=', 1), substr(cfg, strpos(cfg, '=') + 1) order by s.setdatabase)::text \
+  from pg_db_role_setting s join pg_roles r on r.oid = s.setrole, unnest(s.setconfig) cfg \
+ where s.setdatabase in (0, (select oid from pg_database where datname = current_database())) \
+ group by r.rolname";
 
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// Role name → JSON object of that role's settings; see [`Db::load_role_settings`].
+    role_settings: Arc<RwLock<HashMap<String, String>>>,
 }
 
 pub fn connect_config(
@@ -134,7 +149,10 @@ impl Db {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            role_settings: Arc::default(),
+        })
     }
 
     /// Runs one statement as the user in its own transaction, PostgREST-style, and
@@ -153,7 +171,15 @@ impl Db {
         let context = client.prepare_cached(CONTEXT_SQL).await?;
         let statement = client.prepare_cached(sql).await?;
         let begin = client.batch_execute("BEGIN");
-        let context_params: [&(dyn ToSql + Sync); 3] = [&who.role, &who.claims_json, &path];
+        let settings = self
+            .role_settings
+            .read()
+            .unwrap()
+            .get(&who.role)
+            .cloned()
+            .unwrap_or_else(|| "{}".to_string());
+        let context_params: [&(dyn ToSql + Sync); 4] =
+            [&who.role, &who.claims_json, &path, &settings];
         let set = client.query_one(&context, &context_params);
         let action = client.query_opt(&statement, params);
         let commit = client.batch_execute("COMMIT");
@@ -166,6 +192,16 @@ impl Db {
             Some(row) => row.try_get::<_, Option<RawJson>>(0)?,
             None => None,
         })
+    }
+
+    /// Reads every role's `ALTER ROLE … SET` settings, as PostgREST does at start and on
+    /// schema reload. Called at start and whenever the LISTEN connection is re-made.
+    pub async fn load_role_settings(&self) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        let rows = client.query(ROLE_SETTINGS_SQL, &[]).await?;
+        let map = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        *self.role_settings.write().unwrap() = map;
+        Ok(())
     }
 
     /// Privileged, narrow calls of the daemon itself (functions in schema `pgchat`).

@@ -120,6 +120,9 @@ impl Listener {
         client
             .batch_execute(&format!("LISTEN {}", quote_ident(&self.channel)))
             .await?;
+        if let Err(e) = self.db.load_role_settings().await {
+            tracing::warn!(error = %e, "could not read role settings");
+        }
         self.state.listening.store(true, Ordering::Release);
         if !first {
             tracing::info!("LISTEN re-established; catching up");

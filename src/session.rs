@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::auth::Identity;
 use crate::hub::{PresenceChange, SessionHandle};
@@ -76,15 +77,21 @@ where
         strike_window: Instant::now(),
     };
     metrics::gauge!("pgchat_connections").increment(1.0);
-    tracing::debug!(conn = conn_id, "connected");
-    if let Some(token) = initial_token {
-        let _ = session.authenticate(None, &token).await;
+    // Every log line of this connection carries its id.
+    let span = tracing::info_span!("conn", id = conn_id);
+    async move {
+        tracing::debug!("connected");
+        if let Some(token) = initial_token {
+            let _ = session.authenticate(None, &token).await;
+        }
+        let code = session.event_loop(&mut rx).await;
+        session.close(code).await;
+        session.cleanup().await;
+        tracing::debug!(code, "disconnected");
     }
-    let code = session.event_loop(&mut rx).await;
-    session.close(code).await;
-    session.cleanup().await;
+    .instrument(span)
+    .await;
     metrics::gauge!("pgchat_connections").decrement(1.0);
-    tracing::debug!(conn = conn_id, code, "disconnected");
 }
 
 impl<S> Session<S>
@@ -270,7 +277,7 @@ where
         for room in std::mem::take(&mut self.rooms) {
             if self.app.hub.unsubscribe(room, conn) == PresenceChange::Departed && announce {
                 if let Err(e) = self.app.presence.leave(room, user).await {
-                    tracing::warn!(conn, room, error = %e, "could not record departure");
+                    tracing::warn!(room, error = %e, "could not record departure");
                 }
             }
         }
