@@ -1,0 +1,188 @@
+//! The plan's core frames as the bench writes and reads them, and the payload every
+//! message carries: `t=<unix nanos at send>;k=<sender>:<n>[;p=<padding>]`.
+
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+pub fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub fn auth(token: &str) -> String {
+    serde_json::json!({"type": "auth", "token": token}).to_string()
+}
+
+pub fn join(room: i64) -> String {
+    format!(r#"{{"type":"join","roomId":{room},"ref":"j{room}"}}"#)
+}
+
+pub fn typing(room: i64, is_typing: bool) -> String {
+    format!(r#"{{"type":"typing","roomId":{room},"isTyping":{is_typing}}}"#)
+}
+
+/// A `message` frame whose `ref` is the sender's counter `n` and whose `clientId` is
+/// unique per run, sender and counter.
+pub fn message(run: &str, room: i64, sender: u64, n: u64, sent_at: u64, pad: usize) -> String {
+    let mut text = format!("t={sent_at};k={sender}:{n}");
+    if pad > 0 {
+        text.push_str(";p=");
+        text.extend(std::iter::repeat_n('x', pad));
+    }
+    format!(
+        r#"{{"type":"message","roomId":{room},"message":"{text}","clientId":"{run}-{sender}-{n}","ref":{n}}}"#
+    )
+}
+
+/// What the bench embedded in a message's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payload {
+    pub sent_at: u64,
+    pub sender: u64,
+    pub n: u64,
+}
+
+pub fn parse_payload(text: &str) -> Option<Payload> {
+    let rest = text.strip_prefix("t=")?;
+    let (t, rest) = rest.split_once(";k=")?;
+    let (sender, rest) = rest.split_once(':')?;
+    let n = rest.split(';').next()?;
+    Some(Payload {
+        sent_at: t.parse().ok()?,
+        sender: sender.parse().ok()?,
+        n: n.parse().ok()?,
+    })
+}
+
+/// A server frame, reduced to the fields the bench looks at.
+#[derive(Debug, Deserialize)]
+pub struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(rename = "roomId", default)]
+    pub room_id: Option<i64>,
+    /// An object for `message` frames, a string for `error` frames.
+    #[serde(default, borrow)]
+    pub message: Option<MessageField<'a>>,
+    #[serde(rename = "ref", default)]
+    pub reference: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    pub code: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MessageField<'a> {
+    Row(#[serde(borrow)] MessageRow<'a>),
+    Text(#[serde(borrow)] Cow<'a, str>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageRow<'a> {
+    #[serde(default)]
+    pub room_id: Option<i64>,
+    #[serde(default)]
+    pub seq: Option<i64>,
+    #[serde(borrow)]
+    pub message: Cow<'a, str>,
+}
+
+impl Incoming<'_> {
+    pub fn parse(text: &str) -> Option<Incoming<'_>> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// The `ref` as the sender counter it was sent as (number or numeric string).
+    pub fn ref_number(&self) -> Option<u64> {
+        match self.reference.as_ref()? {
+            serde_json::Value::Number(n) => n.as_u64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// For a delivered chat message: (room, seq if the server sends one, text).
+    pub fn delivery(&self) -> Option<(i64, Option<i64>, &str)> {
+        if self.kind != "message" {
+            return None;
+        }
+        match self.message.as_ref()? {
+            MessageField::Row(row) => {
+                Some((self.room_id.or(row.room_id)?, row.seq, row.message.as_ref()))
+            }
+            MessageField::Text(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_frames_round_trip_their_payload() {
+        let frame = message("r1", 7, 3, 42, 1_700_000_000_123_456_789, 5);
+        let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["roomId"], 7);
+        assert_eq!(v["ref"], 42);
+        assert_eq!(v["clientId"], "r1-3-42");
+        let p = parse_payload(v["message"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            p,
+            Payload {
+                sent_at: 1_700_000_000_123_456_789,
+                sender: 3,
+                n: 42
+            }
+        );
+        assert!(v["message"].as_str().unwrap().ends_with(";p=xxxxx"));
+    }
+
+    #[test]
+    fn foreign_texts_are_not_payloads() {
+        assert_eq!(parse_payload("hello"), None);
+        assert_eq!(parse_payload("t=1;k=a:2"), None);
+        assert_eq!(parse_payload("t=1;k=2"), None);
+    }
+
+    #[test]
+    fn reads_a_broadcast_message() {
+        let text = r#"{"type":"message","roomId":5,"message":{"id":9,"room_id":5,"seq":3,
+            "user_id":1,"user_name":"a","message":"t=10;k=1:2","created_at":"x","client_id":"c"}}"#;
+        let f = Incoming::parse(text).unwrap();
+        assert_eq!(f.delivery(), Some((5, Some(3), "t=10;k=1:2")));
+    }
+
+    #[test]
+    fn reads_a_message_without_seq_or_frame_room() {
+        let text = r#"{"type":"message","message":{"room_id":5,"message":"hi"}}"#;
+        let f = Incoming::parse(text).unwrap();
+        assert_eq!(f.delivery(), Some((5, None, "hi")));
+    }
+
+    #[test]
+    fn reads_errors_and_acks() {
+        let e = Incoming::parse(
+            r#"{"type":"error","code":"rate_limited","message":"slow down","ref":12}"#,
+        )
+        .unwrap();
+        assert_eq!(e.kind, "error");
+        assert_eq!(e.code.as_deref(), Some("rate_limited"));
+        assert_eq!(e.ref_number(), Some(12));
+        assert_eq!(e.delivery(), None);
+        let a = Incoming::parse(r#"{"type":"ack","ref":"13","id":1,"seq":2}"#).unwrap();
+        assert_eq!(a.ref_number(), Some(13));
+    }
+
+    #[test]
+    fn control_frames_are_valid_json() {
+        for f in [auth("a\"b"), join(3), typing(3, true)] {
+            serde_json::from_str::<serde_json::Value>(&f).unwrap();
+        }
+    }
+}
