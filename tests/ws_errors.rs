@@ -386,7 +386,13 @@ async fn oversize_frame_ends_the_connection() {
     a.send(json!({"type": "message", "roomId": room, "message": "x".repeat(2000)}))
         .await;
     let (frames, end) = drain(&mut a, Duration::from_secs(5)).await;
-    assert!(frames.is_empty(), "{frames:?}");
+    // Nothing answers the oversize frame (room notices pushed earlier may still arrive).
+    assert!(
+        frames
+            .iter()
+            .all(|f| !matches!(f["type"].as_str(), Some("ack" | "error" | "message"))),
+        "{frames:?}"
+    );
     assert!(
         matches!(end, End::Close(1009) | End::Dropped),
         "expected close 1009 or a dropped connection, got {end:?}"
