@@ -1,0 +1,89 @@
+//! HTTP on the WebSocket port: health, readiness, metrics, static files, origin checks.
+mod common;
+
+use std::time::Duration;
+
+use common::server::{http_get, Client, TestServer};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let db = common::TestDb::new().await;
+    let (alice, _) = db.signup("alice@example.com", "Alice").await;
+    let server = TestServer::start(&db, &[]).await;
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert_eq!(server.get("/readyz").await.0, 200);
+    let mut c = Client::authed(&server.url(), alice).await;
+    c.request(json!({"type": "create_room", "name": "m"})).await;
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "pgchat_connections",
+        "pgchat_db_latency_seconds_bucket",
+        "pgchat_notifications_total",
+    ] {
+        assert!(body.contains(name), "{name} missing from:\n{body}");
+    }
+    assert_eq!(server.get("/nope").await.0, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_is_false_while_the_database_is_unreachable() {
+    let db = common::TestDb::new().await;
+    // A port nothing listens on: the pool and LISTEN can never connect.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!(
+        "postgres://authenticator@127.0.0.1:{}/x",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = pgchat::config::Config::from_pairs([
+        ("DATABASE_URL", dead_url.as_str()),
+        ("JWT_SECRET", common::JWT_SECRET),
+    ])
+    .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let shutdown = cancel.clone().cancelled_owned();
+    let task = tokio::spawn(async move { pgchat::server::run(listener, config, shutdown).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(http_get(addr, "/healthz").await.0, 200, "alive");
+    assert_eq!(http_get(addr, "/readyz").await.0, 503, "not ready");
+    drop(db);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn serves_the_frontend_and_refuses_paths_outside_it() {
+    let db = common::TestDb::new().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/frontend");
+    let server = TestServer::start(&db, &[("STATIC_DIR", dir)]).await;
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<html"), "{body}");
+    assert_eq!(server.get("/../Cargo.toml").await.0, 404);
+    assert_eq!(server.get("/%2e%2e/Cargo.toml").await.0, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_allowed_origins_may_open_a_socket() {
+    let db = common::TestDb::new().await;
+    let server = TestServer::start(&db, &[("ALLOWED_ORIGINS", "http://good.example")]).await;
+    let with_origin = |origin: &'static str| {
+        let mut req = server.url().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        req
+    };
+    let refused = tokio_tungstenite::connect_async(with_origin("http://evil.example")).await;
+    assert!(refused.is_err(), "a foreign origin is refused");
+    let ok = tokio_tungstenite::connect_async(with_origin("http://good.example")).await;
+    assert!(ok.is_ok());
+    // Clients that send no Origin (not browsers) are allowed.
+    Client::connect(&server.url()).await;
+    server.stop().await;
+}
