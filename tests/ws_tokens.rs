@@ -226,6 +226,11 @@ async fn missing_role_claim_means_anon_or_refusal() {
     // SQL runs as anon: api.my_chat_rooms is granted to authenticated only.
     let r = c.request(json!({"type": "rooms"})).await;
     assert_error(&r, "forbidden");
+    // …nor call the chat RPCs, even with a `sub` in its claims.
+    let r = c
+        .request(json!({"type": "create_room", "name": "anon room"}))
+        .await;
+    assert_error(&r, "forbidden");
     // The same user with the authenticated role may read it.
     let (mut a, reply) = authed_ok(&server.url(), &token_for(alice, Some(3600)), alice).await;
     assert_eq!(reply["user"]["role"], "authenticated");
@@ -504,11 +509,9 @@ async fn refresh_extends_the_session() {
     assert_eq!(reply["type"], "authenticated", "{reply}");
     assert_eq!(reply["user"]["id"], alice);
     // Past the old deadline nothing arrives (no token_expired, no close)…
-    assert_eq!(
-        c.try_recv(Duration::from_secs(5)).await,
-        None,
-        "unexpected frame after refresh"
-    );
+    let (frames, end) = drain(&mut c, Duration::from_secs(5)).await;
+    assert_eq!(end, End::Open, "{frames:?}");
+    assert!(frames.iter().all(|f| f["type"] != "error"), "{frames:?}");
     // …and the session still serves.
     assert_eq!(c.request(json!({"type": "rooms"})).await["type"], "rooms");
 }
