@@ -82,11 +82,11 @@ where
     async move {
         tracing::debug!("connected");
         if let Some(token) = initial_token {
-            let _ = session.authenticate(None, &token).await;
+            let _ = Box::pin(session.authenticate(None, &token)).await;
         }
         let code = session.event_loop(&mut rx).await;
-        session.close(code).await;
-        session.cleanup().await;
+        Box::pin(session.close(code)).await;
+        Box::pin(session.cleanup()).await;
         tracing::debug!(code, "disconnected");
     }
     .instrument(span)
@@ -129,7 +129,9 @@ where
                 Wake::Incoming(Some(Ok(message))) => {
                     idle_deadline = Instant::now() + self.app.config.idle_timeout();
                     match message {
-                        Message::Text(text) => self.on_text(text.as_str()).await,
+                        // Boxed: command futures are large and short-lived; keeping them
+                        // out of the connection's own future keeps idle sockets small.
+                        Message::Text(text) => Box::pin(self.on_text(text.as_str())).await,
                         Message::Binary(_) => {
                             self.send_error(
                                 None,
@@ -284,3 +286,4 @@ where
         self.app.hub.remove_user_socket(user, conn);
     }
 }
+
