@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -125,7 +125,11 @@ where
                 Wake::Killed => return self.handle.close_code().unwrap_or(close::GOING_AWAY),
                 Wake::Outbound(0) => return close::INTERNAL,
                 Wake::Outbound(_) => self.write_batch(&mut batch).await,
-                Wake::Incoming(None) | Wake::Incoming(Some(Err(_))) => return 0,
+                Wake::Incoming(None) => return 0,
+                Wake::Incoming(Some(Err(tungstenite::Error::Capacity(_)))) => {
+                    return close::MESSAGE_TOO_BIG
+                }
+                Wake::Incoming(Some(Err(_))) => return 0,
                 Wake::Incoming(Some(Ok(message))) => {
                     idle_deadline = Instant::now() + self.app.config.idle_timeout();
                     match message {
@@ -249,6 +253,7 @@ where
             close::RATE_LIMITED => "too many requests",
             close::SLOW_CONSUMER => "client too slow to keep up",
             close::IDLE_TIMEOUT => "idle timeout",
+            close::MESSAGE_TOO_BIG => "frame too large",
             _ => "internal error",
         };
         let frame = CloseFrame {
@@ -286,4 +291,3 @@ where
         self.app.hub.remove_user_socket(user, conn);
     }
 }
-

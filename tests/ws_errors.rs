@@ -409,9 +409,6 @@ async fn oversize_frame_ends_the_connection() {
 
 /// RFC 6455 §7.4.1: an endpoint refusing a message too big to process closes with 1009.
 #[tokio::test]
-#[ignore = "server bug: an oversize frame drops the TCP connection without Close 1009 \
-            (tungstenite 0.26 returns Error::Capacity and sends nothing; session.rs \
-            returns close code 0 for every read error)"]
 async fn oversize_frame_closes_1009() {
     let db = TestDb::new().await;
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
