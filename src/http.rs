@@ -140,7 +140,9 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
         .max_message_size(Some(state.config.max_frame_bytes))
         .max_frame_size(Some(state.config.max_frame_bytes))
         // Small buffers: memory per idle connection matters more than peak read speed.
-        .read_buffer_size(4096)
+        // tungstenite zero-fills the whole read buffer, so all of it is resident; it
+        // grows on demand for larger frames.
+        .read_buffer_size(512)
         .write_buffer_size(0);
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
