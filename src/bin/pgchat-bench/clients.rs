@@ -42,6 +42,14 @@ pub struct Counters {
     pub closed_by_server: AtomicU64,
 }
 
+impl Shared {
+    pub fn members_of(&self, room: i64) -> i64 {
+        self.members
+            .get(&room)
+            .map_or(0, |m| m.load(Ordering::Relaxed) as i64)
+    }
+}
+
 impl Counters {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
@@ -54,8 +62,9 @@ impl Counters {
 pub struct Shared {
     pub opts: Options,
     pub counters: Counters,
-    /// Members per room, for the deliveries each message is owed.
-    pub members: HashMap<i64, u64>,
+    /// Connections that joined each room (counted when ready): the deliveries each
+    /// message to the room is owed.
+    pub members: HashMap<i64, AtomicU64>,
     pub stop: CancellationToken,
 }
 

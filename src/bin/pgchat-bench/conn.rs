@@ -46,6 +46,8 @@ pub struct ConnResult {
     pub error_codes: HashMap<String, u64>,
     /// Chat messages whose text this run did not write.
     pub foreign: u64,
+    /// The close code, when the server closed the connection during the run.
+    pub closed_with: Option<u16>,
 }
 
 pub async fn run(
@@ -78,6 +80,11 @@ pub async fn run(
         in_flight: HashMap::new(),
         auto: None,
     };
+    for room in &spec.rooms {
+        if let Some(m) = conn.shared.members.get(room) {
+            m.fetch_add(1, Relaxed);
+        }
+    }
     drop(permit);
     let _ = ready.send(Ok(()));
     conn.serve(ws, rx).await;
@@ -169,7 +176,11 @@ impl Conn {
                         let next = self.on_frame(text.as_str());
                         self.send_auto(&mut ws, next).await
                     }
-                    Some(Ok(Message::Close(_))) | None => Err(anyhow!("closed")),
+                    Some(Ok(Message::Close(frame))) => {
+                        self.result.closed_with = Some(frame.map_or(1005, |f| f.code.into()));
+                        Err(anyhow!("closed"))
+                    }
+                    None => Err(anyhow!("closed")),
                     Some(Err(e)) => Err(e.into()),
                     Some(Ok(_)) => Ok(()),
                 },
@@ -215,7 +226,7 @@ impl Conn {
         self.in_flight.insert(n, room);
         let counters = &self.shared.counters;
         counters.sent.fetch_add(1, Relaxed);
-        let owed = self.shared.members.get(&room).copied().unwrap_or(0) as i64;
+        let owed = self.shared.members_of(room);
         counters.expected.fetch_add(owed, Relaxed);
         ws.send(Message::text(frame)).await?;
         Ok(())
@@ -284,7 +295,7 @@ impl Conn {
                 match f.ref_number().and_then(|n| self.in_flight.remove(&n)) {
                     Some(room) => {
                         counters.rejected.fetch_add(1, Relaxed);
-                        let owed = self.shared.members.get(&room).copied().unwrap_or(0) as i64;
+                        let owed = self.shared.members_of(room);
                         counters.expected.fetch_sub(owed, Relaxed);
                         1
                     }

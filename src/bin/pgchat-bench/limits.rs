@@ -52,6 +52,52 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     parse_vmrss(&status)
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds; `None` for this
+/// process reads /proc/self.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_cpu_ticks(&stat).map(|t| t as f64 / ticks.max(1) as f64)
+}
+
+/// utime + stime from /proc/<pid>/stat (fields 14 and 15, after the `(comm)`).
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU seconds used by the server (with `--server-pid`) and by the bench between two
+/// points of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    server: Option<f64>,
+    bench: Option<f64>,
+}
+
+impl CpuMark {
+    pub fn now(server_pid: Option<u32>) -> CpuMark {
+        CpuMark {
+            server: server_pid.and_then(|p| cpu_seconds(Some(p))),
+            bench: cpu_seconds(None),
+        }
+    }
+
+    /// (server, bench) CPU seconds used since `self`.
+    pub fn since(&self, server_pid: Option<u32>) -> (Option<f64>, Option<f64>) {
+        let now = CpuMark::now(server_pid);
+        let delta = |a: Option<f64>, b: Option<f64>| Some(((b? - a?) * 100.0).round() / 100.0);
+        (delta(self.server, now.server), delta(self.bench, now.bench))
+    }
+}
+
 fn parse_vmrss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -67,6 +113,13 @@ mod tests {
         let status = "Name:\tpgchat\nVmPeak:\t  9000 kB\nVmRSS:\t   1234 kB\nThreads:\t3\n";
         assert_eq!(parse_vmrss(status), Some(1234 * 1024));
         assert_eq!(parse_vmrss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn reads_cpu_ticks_past_a_command_with_spaces() {
+        let stat = "42 (pg chat) S 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 4 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert!(cpu_seconds(None).is_some());
     }
 
     #[test]

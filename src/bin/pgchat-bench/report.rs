@@ -63,12 +63,18 @@ pub struct Report {
     pub typing_received: u64,
     pub closed_by_server: u64,
     pub error_codes: BTreeMap<String, u64>,
+    /// Close codes of connections the server closed during the run.
+    pub close_codes: BTreeMap<u16, u64>,
     pub latency_ms: Option<Latency>,
     pub msgs_per_s: Option<f64>,
     pub deliveries_per_s: Option<f64>,
     pub server_rss_bytes_before: Option<u64>,
     pub server_rss_bytes_after: Option<u64>,
     pub server_rss_bytes_per_conn: Option<f64>,
+    /// CPU seconds the server (with --server-pid) and the bench used in the measured
+    /// phase (connecting for `connect`, sending and draining for the others).
+    pub server_cpu_s: Option<f64>,
+    pub bench_cpu_s: Option<f64>,
     pub limit_msgs_per_s: Option<f64>,
     pub limit_ratio: Option<f64>,
     pub duration_s: f64,
@@ -92,6 +98,7 @@ impl Report {
         let mut latency = histogram();
         let mut connect = histogram();
         let mut error_codes = BTreeMap::new();
+        let mut close_codes = BTreeMap::new();
         let mut foreign = 0;
         for r in results {
             tracker.merge_counts(&r.tracker);
@@ -105,6 +112,9 @@ impl Report {
                 *error_codes.entry(code.clone()).or_default() += n;
             }
             foreign += r.foreign;
+            if let Some(code) = r.closed_with {
+                *close_codes.entry(code).or_default() += 1;
+            }
         }
         let c = &shared.counters;
         let expected = c.expected();
@@ -131,6 +141,7 @@ impl Report {
             typing_received: Counters::get(&c.typing_received),
             closed_by_server: Counters::get(&c.closed_by_server),
             error_codes,
+            close_codes,
             latency_ms: Latency::from_us(&latency),
             ..Report::default()
         }
@@ -196,13 +207,21 @@ impl Report {
                 self.server_rss_bytes_after.unwrap_or(0)
             );
         }
+        if self.server_cpu_s.is_some() || self.bench_cpu_s.is_some() {
+            let show = |x: Option<f64>| x.map_or("-".to_string(), |s| format!("{s} s"));
+            out += &format!(
+                "  CPU             server {}, bench {}\n",
+                show(self.server_cpu_s),
+                show(self.bench_cpu_s)
+            );
+        }
         if !self.error_codes.is_empty() {
             out += &format!("  error frames    {:?}\n", self.error_codes);
         }
         if self.closed_by_server > 0 || self.foreign > 0 {
             out += &format!(
-                "  anomalies       {} closed by the server, {} foreign messages\n",
-                self.closed_by_server, self.foreign
+                "  anomalies       {} closed by the server (codes {:?}), {} foreign messages\n",
+                self.closed_by_server, self.close_codes, self.foreign
             );
         }
         out += &format!("  duration        {} s\n", self.duration_s);

@@ -23,7 +23,9 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = common.server_pid.and_then(limits::rss_bytes);
     let started = Instant::now();
+    let cpu = limits::CpuMark::now(common.server_pid);
     let mut fleet = setup.open(common).await?;
+    let (server_cpu, bench_cpu) = cpu.since(common.server_pid);
     tokio::time::sleep(Duration::from_secs_f64(hold.max(0.0))).await;
     let rss_after = common.server_pid.and_then(limits::rss_bytes);
     let results = clients::close_all(&setup.shared, &mut fleet).await;
@@ -38,6 +40,8 @@ pub async fn run(
         "server_pid": common.server_pid,
     });
     let mut report = Report::collect("connect", parameters, &setup.shared, &fleet, &results);
+    report.server_cpu_s = server_cpu;
+    report.bench_cpu_s = bench_cpu;
     report.server_rss_bytes_before = rss_before;
     report.server_rss_bytes_after = rss_after;
     if let (Some(before), Some(after)) = (rss_before, rss_after) {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::cli::Common;
 use crate::clients::{self, Counters};
 use crate::conn::Cmd;
+use crate::limits;
 use crate::report::{round1, Report};
 use crate::seed;
 
@@ -42,6 +43,7 @@ pub async fn run(
     let total = (rate * duration).round() as u64;
     let typing_total = (common.typing_rate.max(0.0) * duration).round() as u64;
     let start = Instant::now();
+    let cpu = limits::CpuMark::now(common.server_pid);
     let (mut i, mut t, mut scheduled) = (0u64, 0u64, 0u64);
     while i < total || t < typing_total {
         let elapsed = start.elapsed().as_secs_f64();
@@ -75,6 +77,7 @@ pub async fn run(
     let send_secs = start.elapsed().as_secs_f64();
     clients::drain(&setup.shared, scheduled, common.drain()).await;
     let total_secs = start.elapsed().as_secs_f64();
+    let (server_cpu, bench_cpu) = cpu.since(common.server_pid);
     let results = clients::close_all(&setup.shared, &mut fleet).await;
 
     let parameters = json!({
@@ -92,6 +95,8 @@ pub async fn run(
     let sent = Counters::get(&setup.shared.counters.sent);
     report.msgs_per_s = Some(round1(sent as f64 / send_secs));
     report.deliveries_per_s = Some(round1(report.delivered as f64 / total_secs));
+    report.server_cpu_s = server_cpu;
+    report.bench_cpu_s = bench_cpu;
     report.duration_s = round1(total_secs);
     Ok(report)
 }

@@ -6,6 +6,7 @@ pub mod persist;
 pub mod raw;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,10 +69,10 @@ pub async fn setup(common: &Common, users: usize, rooms: &[Vec<usize>]) -> anyho
         .context("--jwt-secret (or JWT_SECRET) is required: the server's HS256 secret")?;
     let server = clients::resolve(&common.url).await?;
     let seeded = seed::seed(&common.admin_url, secret.as_bytes(), users, rooms).await?;
-    let members: HashMap<i64, u64> = seeded
+    let members: HashMap<i64, AtomicU64> = seeded
         .rooms
         .iter()
-        .map(|r| (r.id, r.members.len() as u64))
+        .map(|r| (r.id, AtomicU64::new(0)))
         .collect();
     let shared = Arc::new(Shared {
         opts: Options {

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::cli::Common;
 use crate::clients::{self, Counters, Fleet, Shared};
 use crate::conn::Cmd;
+use crate::limits;
 use crate::report::{round1, Report};
 use crate::seed::Seeded;
 
@@ -34,6 +35,7 @@ pub async fn run(
     let mut fleet = setup.open_joining(common, senders).await?;
     let phase = Duration::from_secs_f64(duration);
     let started = Instant::now();
+    let cpu = limits::CpuMark::now(common.server_pid);
 
     let (mut confirmed, mut server_secs) = (0u64, 0.0);
     let (mut committed, mut raw_secs) = (0u64, 0.0);
@@ -54,6 +56,7 @@ pub async fn run(
         }
     }
     clients::drain(&setup.shared, 0, common.drain()).await;
+    let (server_cpu, bench_cpu) = cpu.since(common.server_pid);
     let results = clients::close_all(&setup.shared, &mut fleet).await;
 
     let parameters = json!({
@@ -76,6 +79,8 @@ pub async fn run(
             report.limit_ratio = Some((rate / limit * 1000.0).round() / 1000.0);
         }
     }
+    report.server_cpu_s = server_cpu;
+    report.bench_cpu_s = bench_cpu;
     report.duration_s = round1(started.elapsed().as_secs_f64());
     Ok(report)
 }
