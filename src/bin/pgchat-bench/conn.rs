@@ -12,14 +12,18 @@ use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{client_async, WebSocketStream};
+use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
 use crate::clients::{Shared, Spec};
 use crate::frames::{self, Incoming};
 use crate::tracker::Tracker;
 
 type Ws = WebSocketStream<TcpStream>;
+
+/// Bytes read from a socket at a time.
+const READ_BUFFER: usize = 4096;
 
 pub enum Cmd {
     /// Send one message to `room`.
@@ -102,7 +106,10 @@ async fn establish(shared: &Shared, spec: &Spec) -> anyhow::Result<Ws> {
     }
     let stream = socket.connect(opts.server).await.context("connecting")?;
     stream.set_nodelay(true)?;
-    let (mut ws, _) = client_async(opts.url.as_str(), stream)
+    // tungstenite zero-fills its whole read buffer (128 KiB by default) on every read:
+    // with a small one the bench spends its CPU reading frames, not in memset.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut ws, _) = client_async_with_config(opts.url.as_str(), stream, Some(config))
         .await
         .context("WebSocket handshake")?;
     ws.send(Message::text(frames::auth(&spec.token))).await?;
