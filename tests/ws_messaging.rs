@@ -94,3 +94,53 @@ async fn two_users_chat_in_a_room() {
     assert!(b.try_recv(Duration::from_millis(500)).await.is_none());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn typing_is_throttled_per_socket() {
+    let db = common::TestDb::new().await;
+    let (alice, _) = db.signup("alice@example.com", "Alice").await;
+    let (bob, _) = db.signup("bob@example.com", "Bob").await;
+    let server = TestServer::start(&db, &[]).await;
+    let mut a = Client::authed(&server.url(), alice).await;
+    let mut b = Client::authed(&server.url(), bob).await;
+    let room = a.request(json!({"type": "create_room", "name": "t"})).await["room"]["id"]
+        .as_i64()
+        .unwrap();
+    b.request(json!({"type": "join_room", "roomId": room}))
+        .await;
+    a.request(json!({"type": "join", "roomId": room})).await;
+    b.request(json!({"type": "join", "roomId": room})).await;
+    for _ in 0..10 {
+        b.send(json!({"type": "typing", "roomId": room, "isTyping": true}))
+            .await;
+    }
+    b.send(json!({"type": "ping", "ref": "done"})).await;
+    b.recv_type("pong").await;
+    let mut typing = 0;
+    while let Some(f) = a.try_recv(Duration::from_millis(700)).await {
+        if f["type"] == "typing" && f["isTyping"] == true {
+            typing += 1;
+        }
+    }
+    assert_eq!(
+        typing, 1,
+        "ten keystrokes within 2 s relay one typing event"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_for_an_unknown_user_gets_conflict_not_a_crash() {
+    let db = common::TestDb::new().await;
+    let server = TestServer::start(&db, &[]).await;
+    // A validly signed token whose `sub` is no user: the database's foreign key refuses
+    // the write (23503), which PostgREST reports as 409 Conflict.
+    let mut ghost = Client::authed(&server.url(), 987_654).await;
+    let reply = ghost
+        .request(json!({"type": "create_room", "name": "nobody's"}))
+        .await;
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["code"], "conflict");
+    assert_eq!(ghost.request(json!({"type": "ping"})).await["type"], "pong");
+    server.stop().await;
+}
