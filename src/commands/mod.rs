@@ -1,26 +1,29 @@
-//! What each client frame does. Every chat action runs as the user through
-//! [`crate::db::Db::as_user`]; replies echo the request's `ref`.
+//! What each client frame does.
+//!
+//! - this file: dispatch, rate limits, and the chat commands (message, typing, read,
+//!   history, rooms, create/join/leave room)
+//! - [`subscribe`]: joining and leaving a room's live stream on this socket
+//! - [`authenticate`]: the `auth` frame, first or refreshing
+//!
+//! Every chat action runs as the user through [`crate::db::Db::as_user`]; replies echo
+//! the request's `ref`.
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 
 use crate::db::{DbError, RawJson};
-use crate::hub::PresenceChange;
 use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId};
 use crate::session::{Closed, Session};
 
 /// A socket relays `isTyping: true` at most this often per room.
 const TYPING_THROTTLE: Duration = Duration::from_secs(2);
-/// Messages replayed per query when a client resumes with `since`.
-const REPLAY_PAGE: i32 = 1000;
 
-type Reply = Result<(), FrameError>;
+pub(crate) type Reply = Result<(), FrameError>;
 
 /// Maps a database refusal to the protocol's error codes; internals go to the log only.
 pub fn db_error(e: DbError) -> FrameError {
@@ -45,18 +48,10 @@ pub fn db_error(e: DbError) -> FrameError {
     }
 }
 
-fn not_member() -> FrameError {
+pub(crate) fn not_member() -> FrameError {
     FrameError::new(ErrorCode::Forbidden, "not a member of this room")
 }
 
-#[derive(Deserialize)]
-struct RoomState {
-    room: LastSeq,
-}
-#[derive(Deserialize)]
-struct LastSeq {
-    last_seq: i64,
-}
 #[derive(Deserialize)]
 struct Stored {
     id: i64,
@@ -67,10 +62,13 @@ struct ReadMarker {
     last_read_seq: i64,
 }
 
-fn parse<'a, T: Deserialize<'a>>(raw: &'a RawJson) -> Result<T, FrameError> {
+pub(crate) fn parse<'a, T: Deserialize<'a>>(raw: &'a RawJson) -> Result<T, FrameError> {
     serde_json::from_str(&raw.0)
         .map_err(|e| db_error(DbError::Internal(format!("unexpected result: {e}"))))
 }
+
+mod authenticate;
+mod subscribe;
 
 impl<S> Session<S>
 where
@@ -283,7 +281,7 @@ where
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         path: &str,
         sql: &str,
@@ -344,190 +342,5 @@ where
             Some(raw) => parse(&raw),
             None => Err(not_member()),
         }
-    }
-
-    /// Subscribes this socket to a room: membership is checked as the user, missed
-    /// messages after `since` are replayed in order, then live events flow.
-    async fn join(
-        &mut self,
-        r: Option<&Value>,
-        room_id: RoomId,
-        since: Option<i64>,
-    ) -> Result<Reply, Closed> {
-        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
-            return Ok(Err(not_member()));
-        };
-        let hub = self.app.hub.clone();
-        let conn = self.handle.conn_id;
-        // Subscribe before reading the room's state, so nothing committed after the read
-        // can be missed; events are held until activate().
-        let change = hub.subscribe(room_id, user, self.handle.clone());
-        let last_seq = match self
-            .call(
-                "/rpc/room_state",
-                "select api.room_state(room_id := $1)",
-                &[&room_id],
-            )
-            .await
-        {
-            Ok(Some(raw)) => match parse::<RoomState>(&raw) {
-                Ok(state) => state.room.last_seq,
-                Err(e) => return self.abort_join(room_id, e),
-            },
-            Ok(None) => return self.abort_join(room_id, not_member()),
-            Err(e) => return self.abort_join(room_id, e),
-        };
-        self.rooms.insert(room_id);
-        if let Some(since) = since {
-            if let Err(e) = self.replay(room_id, since, last_seq).await? {
-                return self.abort_join(room_id, e);
-            }
-        }
-        let online = if change == PresenceChange::Arrived {
-            self.app.presence.join(room_id, user).await
-        } else {
-            self.app.presence.online(room_id).await
-        };
-        let online = match online {
-            Ok(raw) => raw.0,
-            Err(e) => return self.abort_join(room_id, db_error(e)),
-        };
-        let joined = format!(
-            "{{\"type\":\"joined\"{},\"roomId\":{room_id},\"lastSeq\":{last_seq},\"online\":{online}}}",
-            r.map(|v| format!(",\"ref\":{v}")).unwrap_or_default()
-        );
-        self.reply(joined.into()).await?;
-        hub.activate(room_id, conn, last_seq);
-        Ok(Ok(()))
-    }
-
-    fn abort_join(&mut self, room_id: RoomId, e: FrameError) -> Result<Reply, Closed> {
-        self.app.hub.unsubscribe(room_id, self.handle.conn_id);
-        self.rooms.remove(&room_id);
-        Ok(Err(e))
-    }
-
-    /// Sends, as the user, every message in (since, until] in seq order.
-    async fn replay(
-        &mut self,
-        room_id: RoomId,
-        mut since: i64,
-        until: i64,
-    ) -> Result<Reply, Closed> {
-        let sql = "select api.messages_since(room_id := $1, after_seq := $2, max_rows := $3)";
-        while since < until {
-            let page = match self
-                .call(
-                    "/rpc/messages_since",
-                    sql,
-                    &[&room_id, &since, &REPLAY_PAGE],
-                )
-                .await
-            {
-                Ok(Some(raw)) => raw,
-                Ok(None) => return Ok(Err(not_member())),
-                Err(e) => return Ok(Err(e)),
-            };
-            let rows: Vec<&RawValue> = match serde_json::from_str(&page.0) {
-                Ok(rows) => rows,
-                Err(e) => return Ok(Err(db_error(DbError::Internal(e.to_string())))),
-            };
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
-                let seq = serde_json::from_str::<LastSeqOf>(row.get())
-                    .map(|s| s.seq)
-                    .unwrap_or(i64::MAX);
-                if seq > until {
-                    return Ok(Ok(()));
-                }
-                self.reply(protocol::message_frame(room_id, row.get()))
-                    .await?;
-                since = seq;
-            }
-        }
-        Ok(Ok(()))
-    }
-
-    /// Unsubscribes this socket from a room and announces departure if it was the last.
-    async fn leave_locally(&mut self, room_id: RoomId) {
-        self.rooms.remove(&room_id);
-        self.typing_sent.remove(&room_id);
-        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
-            return;
-        };
-        if self.app.hub.unsubscribe(room_id, self.handle.conn_id) == PresenceChange::Departed {
-            if let Err(e) = self.app.presence.leave(room_id, user).await {
-                tracing::warn!(room = room_id, error = %e, "could not record departure");
-            }
-        }
-    }
-
-    /// Membership ended: every socket of this user here stops receiving the room now.
-    async fn leave_room_everywhere_here(&mut self, room_id: RoomId) {
-        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
-            return;
-        };
-        self.rooms.remove(&room_id);
-        let evicted = self.app.hub.evict_user(room_id, user);
-        let notice = protocol::frame("room_left", None, json!({"roomId": room_id}));
-        for handle in evicted.iter().filter(|h| h.conn_id != self.handle.conn_id) {
-            handle.push(notice.clone());
-        }
-        if !evicted.is_empty() {
-            if let Err(e) = self.app.presence.leave(room_id, user).await {
-                tracing::warn!(room = room_id, error = %e, "could not record departure");
-            }
-        }
-    }
-
-    /// Verifies a token (first auth, or a refresh for the same user).
-    pub(crate) async fn authenticate(
-        &mut self,
-        r: Option<&Value>,
-        token: &str,
-    ) -> Result<(), Closed> {
-        let identity = match self.app.verifier.verify(token, crate::auth::unix_now()) {
-            Ok(id) => id,
-            Err(e) => {
-                return self
-                    .send_error(r, FrameError::new(code_of(&e), e.to_string()))
-                    .await
-            }
-        };
-        if let Some(current) = &self.identity {
-            if current.user_id != identity.user_id || current.role != identity.role {
-                let err = FrameError::new(
-                    ErrorCode::InvalidToken,
-                    "a refreshed token must be for the same user and role",
-                );
-                return self.send_error(r, err).await;
-            }
-        }
-        if let Err(e) = self.app.check_role(&identity).await {
-            return self.send_error(r, e).await;
-        }
-        if self.identity.is_none() {
-            if let Some(user) = identity.user_id {
-                self.app.hub.add_user_socket(user, self.handle.clone());
-            }
-        }
-        let user = json!({"id": identity.user_id, "name": identity.name, "role": identity.role});
-        self.identity = Some(identity);
-        self.reply(protocol::frame("authenticated", r, json!({"user": user})))
-            .await
-    }
-}
-
-#[derive(Deserialize)]
-struct LastSeqOf {
-    seq: i64,
-}
-
-fn code_of(e: &crate::auth::AuthError) -> ErrorCode {
-    match e.code() {
-        "token_expired" => ErrorCode::TokenExpired,
-        _ => ErrorCode::InvalidToken,
     }
 }

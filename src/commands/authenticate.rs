@@ -1,0 +1,56 @@
+//! The `auth` frame: the first authentication, or a refresh for the same user.
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::protocol::{self, ErrorCode, FrameError};
+use crate::session::{Closed, Session};
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Verifies a token (first auth, or a refresh for the same user).
+    pub(crate) async fn authenticate(
+        &mut self,
+        r: Option<&Value>,
+        token: &str,
+    ) -> Result<(), Closed> {
+        let identity = match self.app.verifier.verify(token, crate::auth::unix_now()) {
+            Ok(id) => id,
+            Err(e) => {
+                return self
+                    .send_error(r, FrameError::new(code_of(&e), e.to_string()))
+                    .await
+            }
+        };
+        if let Some(current) = &self.identity {
+            if current.user_id != identity.user_id || current.role != identity.role {
+                let err = FrameError::new(
+                    ErrorCode::InvalidToken,
+                    "a refreshed token must be for the same user and role",
+                );
+                return self.send_error(r, err).await;
+            }
+        }
+        if let Err(e) = self.app.check_role(&identity).await {
+            return self.send_error(r, e).await;
+        }
+        if self.identity.is_none() {
+            if let Some(user) = identity.user_id {
+                self.app.hub.add_user_socket(user, self.handle.clone());
+            }
+        }
+        let user = json!({"id": identity.user_id, "name": identity.name, "role": identity.role});
+        self.identity = Some(identity);
+        self.reply(protocol::frame("authenticated", r, json!({"user": user})))
+            .await
+    }
+}
+
+fn code_of(e: &crate::auth::AuthError) -> ErrorCode {
+    match e.code() {
+        "token_expired" => ErrorCode::TokenExpired,
+        _ => ErrorCode::InvalidToken,
+    }
+}

@@ -1,0 +1,170 @@
+//! Joining and leaving a room's live stream on one socket.
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{db_error, not_member, parse, Reply};
+use crate::db::DbError;
+use crate::hub::PresenceChange;
+use crate::protocol::{self, FrameError, RoomId};
+use crate::session::{Closed, Session};
+
+/// Messages replayed per query when a client resumes with `since`.
+const REPLAY_PAGE: i32 = 1000;
+
+#[derive(Deserialize)]
+struct RoomState {
+    room: LastSeq,
+}
+#[derive(Deserialize)]
+struct LastSeq {
+    last_seq: i64,
+}
+#[derive(Deserialize)]
+struct SeqOf {
+    seq: i64,
+}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Subscribes this socket to a room: membership is checked as the user, missed
+    /// messages after `since` are replayed in order, then live events flow.
+    pub(crate) async fn join(
+        &mut self,
+        r: Option<&Value>,
+        room_id: RoomId,
+        since: Option<i64>,
+    ) -> Result<Reply, Closed> {
+        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
+            return Ok(Err(not_member()));
+        };
+        let hub = self.app.hub.clone();
+        let conn = self.handle.conn_id;
+        // Subscribe before reading the room's state, so nothing committed after the read
+        // can be missed; events are held until activate().
+        let change = hub.subscribe(room_id, user, self.handle.clone());
+        let last_seq = match self
+            .call(
+                "/rpc/room_state",
+                "select api.room_state(room_id := $1)",
+                &[&room_id],
+            )
+            .await
+        {
+            Ok(Some(raw)) => match parse::<RoomState>(&raw) {
+                Ok(state) => state.room.last_seq,
+                Err(e) => return self.abort_join(room_id, e),
+            },
+            Ok(None) => return self.abort_join(room_id, not_member()),
+            Err(e) => return self.abort_join(room_id, e),
+        };
+        self.rooms.insert(room_id);
+        if let Some(since) = since {
+            if let Err(e) = self.replay(room_id, since, last_seq).await? {
+                return self.abort_join(room_id, e);
+            }
+        }
+        let online = if change == PresenceChange::Arrived {
+            self.app.presence.join(room_id, user).await
+        } else {
+            self.app.presence.online(room_id).await
+        };
+        let online = match online {
+            Ok(raw) => raw.0,
+            Err(e) => return self.abort_join(room_id, db_error(e)),
+        };
+        let joined = format!(
+            "{{\"type\":\"joined\"{},\"roomId\":{room_id},\"lastSeq\":{last_seq},\"online\":{online}}}",
+            r.map(|v| format!(",\"ref\":{v}")).unwrap_or_default()
+        );
+        self.reply(joined.into()).await?;
+        hub.activate(room_id, conn, last_seq);
+        Ok(Ok(()))
+    }
+
+    fn abort_join(&mut self, room_id: RoomId, e: FrameError) -> Result<Reply, Closed> {
+        self.app.hub.unsubscribe(room_id, self.handle.conn_id);
+        self.rooms.remove(&room_id);
+        Ok(Err(e))
+    }
+
+    /// Sends, as the user, every message in (since, until] in seq order.
+    async fn replay(
+        &mut self,
+        room_id: RoomId,
+        mut since: i64,
+        until: i64,
+    ) -> Result<Reply, Closed> {
+        let sql = "select api.messages_since(room_id := $1, after_seq := $2, max_rows := $3)";
+        while since < until {
+            let page = match self
+                .call(
+                    "/rpc/messages_since",
+                    sql,
+                    &[&room_id, &since, &REPLAY_PAGE],
+                )
+                .await
+            {
+                Ok(Some(raw)) => raw,
+                Ok(None) => return Ok(Err(not_member())),
+                Err(e) => return Ok(Err(e)),
+            };
+            let rows: Vec<&RawValue> = match serde_json::from_str(&page.0) {
+                Ok(rows) => rows,
+                Err(e) => return Ok(Err(db_error(DbError::Internal(e.to_string())))),
+            };
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let seq = serde_json::from_str::<SeqOf>(row.get())
+                    .map(|s| s.seq)
+                    .unwrap_or(i64::MAX);
+                if seq > until {
+                    return Ok(Ok(()));
+                }
+                self.reply(protocol::message_frame(room_id, row.get()))
+                    .await?;
+                since = seq;
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Unsubscribes this socket from a room and announces departure if it was the last.
+    pub(crate) async fn leave_locally(&mut self, room_id: RoomId) {
+        self.rooms.remove(&room_id);
+        self.typing_sent.remove(&room_id);
+        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
+            return;
+        };
+        if self.app.hub.unsubscribe(room_id, self.handle.conn_id) == PresenceChange::Departed {
+            if let Err(e) = self.app.presence.leave(room_id, user).await {
+                tracing::warn!(room = room_id, error = %e, "could not record departure");
+            }
+        }
+    }
+
+    /// Membership ended: every socket of this user here stops receiving the room now.
+    pub(crate) async fn leave_room_everywhere_here(&mut self, room_id: RoomId) {
+        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
+            return;
+        };
+        self.rooms.remove(&room_id);
+        let evicted = self.app.hub.evict_user(room_id, user);
+        let notice = protocol::frame("room_left", None, json!({"roomId": room_id}));
+        for handle in evicted.iter().filter(|h| h.conn_id != self.handle.conn_id) {
+            handle.push(notice.clone());
+        }
+        if !evicted.is_empty() {
+            if let Err(e) = self.app.presence.leave(room_id, user).await {
+                tracing::warn!(room = room_id, error = %e, "could not record departure");
+            }
+        }
+    }
+}
