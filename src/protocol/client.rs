@@ -1,75 +1,10 @@
-//! The WebSocket protocol: client frames parsed and validated, server frames built.
-//! Frame shapes are SPEC §2.2; `docs/protocol.md` is the reference for clients.
+//! Client frames: parsing and validation. A refusal keeps whatever `ref` could be read.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-pub type RoomId = i64;
-
-/// Stable error codes sent in `error` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    Unauthenticated,
-    InvalidToken,
-    TokenExpired,
-    Forbidden,
-    NotFound,
-    InvalidMessage,
-    MessageTooLong,
-    RateLimited,
-    Conflict,
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Unauthenticated => "unauthenticated",
-            ErrorCode::InvalidToken => "invalid_token",
-            ErrorCode::TokenExpired => "token_expired",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::InvalidMessage => "invalid_message",
-            ErrorCode::MessageTooLong => "message_too_long",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
-/// Close codes for connections the server ends (documented in docs/protocol.md).
-pub mod close {
-    pub const GOING_AWAY: u16 = 1001;
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-    pub const AUTH_TIMEOUT: u16 = 4000;
-    pub const TOKEN_EXPIRED: u16 = 4001;
-    pub const RATE_LIMITED: u16 = 4002;
-    pub const SLOW_CONSUMER: u16 = 4003;
-    pub const IDLE_TIMEOUT: u16 = 4004;
-}
-
-/// A refusal of one client frame: sent as `error {code, message, ref?}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl FrameError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidMessage, message)
-    }
-}
+use super::{FrameError, RoomId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
@@ -287,66 +222,6 @@ pub fn parse(text: &str) -> Result<Request, (Option<Value>, FrameError)> {
     }
 }
 
-/// Builds a server frame: `{"type": kind, "ref"?: …, …fields}`. `fields` must be an object.
-pub fn frame(kind: &str, reference: Option<&Value>, fields: Value) -> Utf8Bytes {
-    let mut map = match fields {
-        Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    let mut out = serde_json::Map::with_capacity(map.len() + 2);
-    out.insert("type".into(), kind.into());
-    if let Some(r) = reference {
-        out.insert("ref".into(), r.clone());
-    }
-    out.append(&mut map);
-    Value::Object(out).to_string().into()
-}
-
-/// Builds a frame whose one field is JSON text already produced by PostgreSQL, spliced in
-/// without re-parsing: `{"type":kind,"ref"?:…,"roomId"?:…, field: <raw>}`.
-pub fn frame_with_raw(
-    kind: &str,
-    reference: Option<&Value>,
-    room_id: Option<RoomId>,
-    field: &str,
-    raw: &str,
-) -> Utf8Bytes {
-    let mut s = String::with_capacity(raw.len() + 64);
-    s.push_str("{\"type\":");
-    s.push_str(&Value::from(kind).to_string());
-    if let Some(r) = reference {
-        s.push_str(",\"ref\":");
-        s.push_str(&r.to_string());
-    }
-    if let Some(room) = room_id {
-        s.push_str(",\"roomId\":");
-        s.push_str(&room.to_string());
-    }
-    s.push(',');
-    s.push_str(&Value::from(field).to_string());
-    s.push(':');
-    s.push_str(raw);
-    s.push('}');
-    s.into()
-}
-
-pub fn error_frame(reference: Option<&Value>, err: &FrameError) -> Utf8Bytes {
-    frame(
-        "error",
-        reference,
-        serde_json::json!({"code": err.code.as_str(), "message": err.message}),
-    )
-}
-
-/// `message {roomId, message}` for a row as PostgreSQL rendered it.
-pub fn message_frame(room_id: RoomId, row_json: &str) -> Utf8Bytes {
-    frame_with_raw("message", None, Some(room_id), "message", row_json)
-}
-
-pub fn user_json(id: i64, name: Option<&str>) -> Value {
-    serde_json::json!({"id": id, "name": name})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,21 +297,5 @@ mod tests {
             assert_eq!(e.code, ErrorCode::InvalidMessage, "{bad}");
             assert!(!e.message.is_empty());
         }
-    }
-
-    #[test]
-    fn raw_frames_are_valid_json() {
-        let f = frame_with_raw(
-            "history",
-            Some(&json!("r")),
-            Some(3),
-            "messages",
-            r#"[{"a":1}]"#,
-        );
-        let v: Value = serde_json::from_str(f.as_str()).unwrap();
-        assert_eq!(
-            v,
-            json!({"type":"history","ref":"r","roomId":3,"messages":[{"a":1}]})
-        );
     }
 }

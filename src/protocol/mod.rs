@@ -1,0 +1,76 @@
+//! The WebSocket protocol. Frame shapes are SPEC §2.2; `docs/protocol.md` is the
+//! reference for clients.
+//!
+//! - [`client`]: client frames, parsed and validated
+//! - [`server`]: server frames, serialised once
+
+mod client;
+mod server;
+
+pub use client::{parse, ClientFrame, Request};
+pub use server::{error_frame, frame, frame_with_raw, message_frame, user_json};
+
+pub type RoomId = i64;
+
+/// Stable error codes sent in `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Unauthenticated,
+    InvalidToken,
+    TokenExpired,
+    Forbidden,
+    NotFound,
+    InvalidMessage,
+    MessageTooLong,
+    RateLimited,
+    Conflict,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::MessageTooLong => "message_too_long",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Close codes for connections the server ends (documented in docs/protocol.md).
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const AUTH_TIMEOUT: u16 = 4000;
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    pub const RATE_LIMITED: u16 = 4002;
+    pub const SLOW_CONSUMER: u16 = 4003;
+    pub const IDLE_TIMEOUT: u16 = 4004;
+}
+
+/// A refusal of one client frame: sent as `error {code, message, ref?}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl FrameError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidMessage, message)
+    }
+}
