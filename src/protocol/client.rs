@@ -225,6 +225,7 @@ pub fn parse(text: &str) -> Result<Request, (Option<Value>, FrameError)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ErrorCode;
     use serde_json::json;
 
     #[test]
