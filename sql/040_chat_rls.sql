@@ -11,7 +11,9 @@ revoke all on api.my_chat_rooms from anon, authenticated;
 
 -- Rooms are created through api.create_chat_room (which also joins the creator).
 grant select on api.chat_rooms to authenticated;
-grant select, insert, delete on api.room_members to authenticated;
+grant select, delete on api.room_members to authenticated;
+-- Joining sets only which room (and who: checked to be me); the rest are defaults.
+grant insert (room_id, user_id) on api.room_members to authenticated;
 grant update (last_read_seq) on api.room_members to authenticated;
 grant select on api.chat_messages to authenticated;
 grant insert (room_id, message, client_id, user_id) on api.chat_messages to authenticated;
@@ -51,3 +53,20 @@ create policy chat_messages_insert on api.chat_messages for insert to authentica
   with check (user_id = api.current_user_id() and private.is_member(room_id));
 
 grant execute on function private.is_member(bigint) to authenticated;
+
+-- A read marker only moves forward and never past the room's last message, however it
+-- is written (mark_read, PATCH /room_members, or plain SQL).
+create or replace function private.clamp_read_marker() returns trigger
+language plpgsql security definer set search_path = api, public as $$
+begin
+  new.last_read_seq := greatest(old.last_read_seq,
+    least(new.last_read_seq, (select r.last_seq from api.chat_rooms r where r.id = new.room_id)));
+  return new;
+end
+$$;
+revoke execute on function private.clamp_read_marker() from public;
+
+drop trigger if exists room_members_clamp_read on api.room_members;
+create trigger room_members_clamp_read
+  before update of last_read_seq on api.room_members
+  for each row execute function private.clamp_read_marker();
