@@ -137,8 +137,7 @@ declare
   stored bigint;
 begin
   update api.room_members m
-     set last_read_seq = greatest(m.last_read_seq,
-           least(mark_read.seq, (select r.last_seq from api.chat_rooms r where r.id = m.room_id)))
+     set last_read_seq = mark_read.seq  -- clamped by the room_members_clamp_read trigger
    where m.room_id = mark_read.room_id and m.user_id = api.current_user_id()
   returning m.last_read_seq into stored;
   if not found then
