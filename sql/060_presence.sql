@@ -9,13 +9,16 @@ create unlogged table if not exists pgchat.daemons (
   seen_at timestamptz not null default now()
 );
 
+-- No foreign key to daemons: every join would take a key-share lock on its daemon's
+-- row. Rows of daemons that are gone or silent are swept by daemon_heartbeat.
 create unlogged table if not exists pgchat.presence (
-  daemon_id uuid   not null references pgchat.daemons(id) on delete cascade,
+  daemon_id uuid   not null,
   room_id   bigint not null,
   user_id   bigint not null,
   primary key (room_id, user_id, daemon_id)
 );
 
+alter table pgchat.presence drop constraint if exists presence_daemon_id_fkey;
 create index if not exists idx_presence_daemon on pgchat.presence (daemon_id);
 
 create or replace function pgchat.notify_presence(room bigint, uid bigint, online boolean) returns void
@@ -35,8 +38,6 @@ declare
 begin
   -- Serialise changes for one (room, user) so exactly one daemon announces.
   perform pg_advisory_xact_lock(hashtextextended('pgchat.presence:' || room || ':' || uid, 0));
-  insert into pgchat.daemons (id) values (daemon)
-  on conflict (id) do update set seen_at = now();
   select exists (select 1 from pgchat.presence
                   where room_id = room and user_id = uid and daemon_id <> daemon)
     into others;
@@ -74,8 +75,8 @@ begin
   on conflict (id) do update set seen_at = now();
   for gone in
     select p.room_id, p.user_id, p.daemon_id
-      from pgchat.presence p join pgchat.daemons d on d.id = p.daemon_id
-     where d.seen_at < now() - stale
+      from pgchat.presence p left join pgchat.daemons d on d.id = p.daemon_id
+     where d.id is null or d.seen_at < now() - stale
      for update of p skip locked
   loop
     delete from pgchat.presence

@@ -128,7 +128,7 @@ mod defaults {
         75
     }
     pub fn outbound_queue() -> usize {
-        256
+        1024
     }
     pub fn max_connections() -> usize {
         18_000

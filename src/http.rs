@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -144,11 +145,36 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
         // grows on demand for larger frames.
         .read_buffer_size(512)
         .write_buffer_size(0);
+    // Only the upgrade handle goes into the connection's task: the request (headers
+    // and all) is dropped now instead of living as long as the socket.
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
         let _permit = permit;
-        match hyper::upgrade::on(&mut req).await {
-            Ok(upgraded) => {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+        };
+        // Unwrap hyper's boxed IO back into the TcpStream when possible: one less
+        // allocation and indirection per socket.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let stream = parts.io.into_inner();
+                let ws = if parts.read_buf.is_empty() {
+                    WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await
+                } else {
+                    WebSocketStream::from_partially_read(
+                        stream,
+                        parts.read_buf.to_vec(),
+                        Role::Server,
+                        Some(ws_config),
+                    )
+                    .await
+                };
+                crate::session::run(ws, state, token).await;
+            }
+            Err(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
@@ -157,7 +183,6 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
                 .await;
                 crate::session::run(ws, state, token).await;
             }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));

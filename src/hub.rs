@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbound::{Outbound, PushError};
 use crate::protocol::{close, RoomId};
 
 pub type ConnId = u64;
@@ -26,17 +26,17 @@ const MAX_PENDING: usize = 4096;
 /// The hub's way to reach one connection.
 pub struct SessionHandle {
     pub conn_id: ConnId,
-    tx: mpsc::Sender<Utf8Bytes>,
+    queue: Arc<Outbound>,
     kill: CancellationToken,
     /// Close code chosen by whoever killed the session first.
     close_code: AtomicU16,
 }
 
 impl SessionHandle {
-    pub fn new(conn_id: ConnId, tx: mpsc::Sender<Utf8Bytes>, kill: CancellationToken) -> Self {
+    pub fn new(conn_id: ConnId, queue: Arc<Outbound>, kill: CancellationToken) -> Self {
         Self {
             conn_id,
-            tx,
+            queue,
             kill,
             close_code: AtomicU16::new(0),
         }
@@ -44,12 +44,12 @@ impl SessionHandle {
 
     /// Queues a frame without waiting. A full queue closes the connection as too slow.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(frame) {
+        match self.queue.push(frame) {
             Ok(()) => {
                 metrics::counter!("pgchat_deliveries_total").increment(1);
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 if self.kill(close::SLOW_CONSUMER) {
                     metrics::counter!("pgchat_slow_consumer_kicks_total").increment(1);
                     tracing::info!(
@@ -59,7 +59,7 @@ impl SessionHandle {
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 
@@ -349,11 +349,11 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, mpsc::Receiver<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(cap);
+    fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<Outbound>) {
+        let queue = Arc::new(Outbound::new(cap));
         (
-            Arc::new(SessionHandle::new(conn, tx, CancellationToken::new())),
-            rx,
+            Arc::new(SessionHandle::new(conn, queue.clone(), CancellationToken::new())),
+            queue,
         )
     }
 
@@ -365,12 +365,11 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(f) = rx.try_recv() {
-            out.push(f.as_str().to_owned());
-        }
-        out
+    fn drain(rx: &mut Arc<Outbound>) -> Vec<String> {
+        rx.try_pop_all()
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect()
     }
 
     #[test]

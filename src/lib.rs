@@ -12,6 +12,7 @@
 //! - [`session`]   one connection: the event loop, deadlines, batched writes
 //! - `commands`    what each client frame does, as the user
 //! - [`hub`]       room → subscribers, fan-out over bounded queues
+//! - [`outbound`]  one socket's bounded queue of frames to write
 //! - [`listener`]  the dedicated LISTEN connection: reconnect, re-listen, catch up by seq
 //! - [`presence`]  who is online and typing, shared across daemons through PostgreSQL
 //! - [`http`]      the upgrade, /healthz, /readyz, /metrics and static files
@@ -30,6 +31,7 @@ pub mod hub;
 pub mod listener;
 pub mod metrics;
 pub mod migrate;
+pub mod outbound;
 pub mod presence;
 pub mod protocol;
 pub mod server;

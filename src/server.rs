@@ -97,6 +97,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let state = Arc::new(build_state(config)?);
+    // Register this daemon before any socket can mark a user present: presence rows of
+    // an unknown daemon are swept by the others.
+    if let Err(e) = state.presence.heartbeat().await {
+        tracing::warn!(error = %e, "first presence heartbeat failed; retrying in the background");
+    }
     let background = start_background(&state);
     tracing::info!(addr = %listener.local_addr()?, daemon = state.presence.daemon_id(), "pgchat listening");
 
@@ -197,7 +202,8 @@ fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     let heartbeat_state = state.clone();
     let heartbeat_cancel = cancel.clone();
     let heartbeat = async move {
-        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        let start = tokio::time::Instant::now() + HEARTBEAT_EVERY;
+        let mut tick = tokio::time::interval_at(start, HEARTBEAT_EVERY);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -19,6 +18,7 @@ use tracing::Instrument;
 
 use crate::auth::Identity;
 use crate::hub::{PresenceChange, SessionHandle};
+use crate::outbound::Outbound;
 use crate::protocol::{self, close, ErrorCode, FrameError, RoomId};
 use crate::server::AppState;
 
@@ -62,9 +62,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let conn_id = app.next_conn_id();
-    let (tx, mut rx) = mpsc::channel(app.config.outbound_queue);
+    let queue = Arc::new(Outbound::new(app.config.outbound_queue));
     let kill = app.shutdown.child_token();
-    let handle = Arc::new(SessionHandle::new(conn_id, tx, kill.clone()));
+    let handle = Arc::new(SessionHandle::new(conn_id, queue.clone(), kill.clone()));
     let mut session = Session {
         app: app.clone(),
         ws,
@@ -84,7 +84,8 @@ where
         if let Some(token) = initial_token {
             let _ = Box::pin(session.authenticate(None, &token)).await;
         }
-        let code = session.event_loop(&mut rx).await;
+        let code = session.event_loop(&queue).await;
+        queue.close();
         Box::pin(session.close(code)).await;
         Box::pin(session.cleanup()).await;
         tracing::debug!(code, "disconnected");
@@ -99,7 +100,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     /// Runs until the connection ends; returns the close code to send (0: none).
-    async fn event_loop(&mut self, rx: &mut mpsc::Receiver<Utf8Bytes>) -> u16 {
+    async fn event_loop(&mut self, queue: &Outbound) -> u16 {
         let config = &self.app.config;
         let started = Instant::now();
         let auth_deadline = started + config.auth_timeout();
@@ -114,7 +115,7 @@ where
             let wake = tokio::select! {
                 biased;
                 _ = self.kill.cancelled() => Wake::Killed,
-                n = rx.recv_many(&mut batch, WRITE_BATCH) => Wake::Outbound(n),
+                n = queue.pop_batch(&mut batch, WRITE_BATCH) => Wake::Outbound(n),
                 m = self.ws.next() => Wake::Incoming(m),
                 _ = ping.tick() => Wake::Ping,
                 _ = tokio::time::sleep_until(auth_deadline), if !authed => Wake::AuthTimeout,

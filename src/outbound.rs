@@ -1,0 +1,129 @@
+//! One socket's outbound queue: bounded in frames, never blocks a producer, and holds no
+//! memory while idle (a channel would keep its first block allocated for the socket's
+//! whole life, and blocks from the largest burst after it).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Capacity kept after a burst drains; anything above is given back.
+const KEEP_AFTER_DRAIN: usize = 8;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError {
+    Full,
+    Closed,
+}
+
+pub struct Outbound {
+    // std Mutex: held only to move frames in or out, never across an await.
+    frames: Mutex<Frames>,
+    ready: Notify,
+    capacity: usize,
+}
+
+struct Frames {
+    queue: VecDeque<Utf8Bytes>,
+    closed: bool,
+}
+
+impl Outbound {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            frames: Mutex::new(Frames {
+                queue: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
+        {
+            let mut frames = self.frames.lock().unwrap();
+            if frames.closed {
+                return Err(PushError::Closed);
+            }
+            if frames.queue.len() >= self.capacity {
+                return Err(PushError::Full);
+            }
+            frames.queue.push_back(frame);
+        }
+        // One consumer: a stored permit covers a push that lands before it waits.
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Waits for frames and moves up to `max` of them into `out`. Cancel-safe: frames
+    /// are taken only in the poll that returns them.
+    pub async fn pop_batch(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> usize {
+        loop {
+            {
+                let mut frames = self.frames.lock().unwrap();
+                if !frames.queue.is_empty() {
+                    let n = frames.queue.len().min(max);
+                    out.extend(frames.queue.drain(..n));
+                    if frames.queue.is_empty() && frames.queue.capacity() > KEEP_AFTER_DRAIN {
+                        frames.queue.shrink_to(KEEP_AFTER_DRAIN);
+                    }
+                    return n;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuses further frames and drops queued ones (the socket is gone).
+    pub fn close(&self) {
+        let mut frames = self.frames.lock().unwrap();
+        frames.closed = true;
+        frames.queue = VecDeque::new();
+    }
+
+    /// Frames queued now, without waiting.
+    pub fn try_pop_all(&self) -> Vec<Utf8Bytes> {
+        self.frames.lock().unwrap().queue.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_ordered_and_closable() {
+        let q = Outbound::new(3);
+        for f in ["a", "b", "c"] {
+            q.push(f.into()).unwrap();
+        }
+        assert_eq!(q.push("d".into()), Err(PushError::Full));
+        let mut out = Vec::new();
+        assert_eq!(q.pop_batch(&mut out, 2).await, 2);
+        assert_eq!(q.pop_batch(&mut out, 10).await, 1);
+        assert_eq!(
+            out.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        q.close();
+        assert_eq!(q.push("e".into()), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_consumer_wakes_on_push() {
+        let q = std::sync::Arc::new(Outbound::new(4));
+        let consumer = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                q.pop_batch(&mut out, 4).await;
+                out
+            })
+        };
+        tokio::task::yield_now().await;
+        q.push("x".into()).unwrap();
+        assert_eq!(consumer.await.unwrap()[0].as_str(), "x");
+    }
+}
