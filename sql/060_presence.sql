@@ -53,16 +53,6 @@ begin
 end
 $$;
 
--- Users online in a room, across all live daemons.
-create or replace function pgchat.presence_online(room bigint)
-returns table (user_id bigint, user_name text)
-language sql stable security definer set search_path = pgchat, public as $$
-  select distinct p.user_id, private.display_name(p.user_id)
-    from pgchat.presence p
-   where p.room_id = room
-   order by 1;
-$$;
-
 -- Refreshes this daemon's heartbeat, drops daemons silent for longer than `stale`
 -- (announcing users who were only on them as gone), and returns how many were swept.
 create or replace function pgchat.daemon_heartbeat(daemon uuid, stale interval) returns integer
@@ -114,26 +104,77 @@ language sql security definer set search_path = pgchat, public as $$
 $$;
 
 grant execute on function
-  pgchat.presence_set(uuid, bigint, bigint, boolean), pgchat.presence_online(bigint),
+  pgchat.presence_set(uuid, bigint, bigint, boolean),
   pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid),
   pgchat.notify_typing(bigint, bigint, boolean)
   to authenticator;
 
--- Joining a room on a socket: mark present and return who is online (including me).
-create or replace function pgchat.presence_join(daemon uuid, room bigint, uid bigint) returns json
-language plpgsql security definer set search_path = pgchat, public as $$
-begin
-  perform pgchat.presence_set(daemon, room, uid, true);
-  return (select coalesce(json_agg(json_build_object('id', o.user_id, 'name', o.user_name)), '[]'::json)
-            from pgchat.presence_online(room) o);
-end
-$$;
-
-grant execute on function pgchat.presence_join(uuid, bigint, bigint) to authenticator;
+-- Replaced by presence_apply (batched) and presence_online_with.
+drop function if exists pgchat.presence_join(uuid, bigint, bigint);
+drop function if exists pgchat.presence_online(bigint);
 
 -- Functions are executable by PUBLIC by default; only the daemon may call these.
 revoke execute on function
   pgchat.notify_presence(bigint, bigint, boolean), pgchat.presence_set(uuid, bigint, bigint, boolean),
-  pgchat.presence_online(bigint), pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid),
-  pgchat.notify_typing(bigint, bigint, boolean), pgchat.presence_join(uuid, bigint, bigint)
+  pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid),
+  pgchat.notify_typing(bigint, bigint, boolean)
   from public;
+
+-- Applies a batch of presence changes from one daemon in one transaction, announcing
+-- in as few NOTIFYs as fit: every notifying commit takes PostgreSQL's global NOTIFY lock,
+-- so one commit per join would serialise all joins. `changes` is a JSON array of
+-- {"room":…, "user":…, "online":…} in the order they happened. Locks are taken in
+-- (room, user) order so two daemons' batches cannot deadlock.
+create or replace function pgchat.presence_apply(daemon uuid, changes json) returns integer
+language plpgsql security definer set search_path = pgchat, public as $$
+declare
+  c record;
+  others boolean;
+  ev text;
+  batch text[] := '{}';
+  size integer := 0;
+  announced integer := 0;
+begin
+  for c in
+    select (e->>'room')::bigint as room, (e->>'user')::bigint as uid, (e->>'online')::boolean as online
+      from json_array_elements(changes) with ordinality as x(e, n)
+     order by 1, 2, n
+  loop
+    perform pg_advisory_xact_lock(hashtextextended('pgchat.presence:' || c.room || ':' || c.uid, 0));
+    select exists (select 1 from pgchat.presence
+                    where room_id = c.room and user_id = c.uid and daemon_id <> daemon)
+      into others;
+    if c.online then
+      insert into pgchat.presence values (daemon, c.room, c.uid) on conflict do nothing;
+    else
+      delete from pgchat.presence where daemon_id = daemon and room_id = c.room and user_id = c.uid;
+    end if;
+    continue when others;
+    ev := json_build_object('room_id', c.room, 'user_id', c.uid,
+                            'user_name', private.display_name(c.uid), 'online', c.online)::text;
+    if size + octet_length(ev) > 7600 then
+      perform pg_notify(pgchat.channel(), '{"t":"presence_batch","events":[' || array_to_string(batch, ',') || ']}');
+      batch := '{}';
+      size := 0;
+    end if;
+    batch := batch || ev;
+    size := size + octet_length(ev) + 1;
+    announced := announced + 1;
+  end loop;
+  if size > 0 then
+    perform pg_notify(pgchat.channel(), '{"t":"presence_batch","events":[' || array_to_string(batch, ',') || ']}');
+  end if;
+  return announced;
+end
+$$;
+
+-- Users online in a room plus `me` (whose own arrival may still be in a batch).
+create or replace function pgchat.presence_online_with(room bigint, me bigint) returns json
+language sql stable security definer set search_path = pgchat, public as $$
+  select coalesce(json_agg(json_build_object('id', u, 'name', private.display_name(u)) order by u), '[]'::json)
+    from (select user_id as u from pgchat.presence where room_id = room
+          union select me) o;
+$$;
+
+revoke execute on function pgchat.presence_apply(uuid, json), pgchat.presence_online_with(bigint, bigint) from public;
+grant execute on function pgchat.presence_apply(uuid, json), pgchat.presence_online_with(bigint, bigint) to authenticator;

@@ -352,7 +352,11 @@ mod tests {
     fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<Outbound>) {
         let queue = Arc::new(Outbound::new(cap));
         (
-            Arc::new(SessionHandle::new(conn, queue.clone(), CancellationToken::new())),
+            Arc::new(SessionHandle::new(
+                conn,
+                queue.clone(),
+                CancellationToken::new(),
+            )),
             queue,
         )
     }

@@ -49,6 +49,7 @@ pub struct Listener {
 #[derive(Deserialize)]
 struct Note<'a> {
     t: &'a str,
+    #[serde(default)]
     room_id: RoomId,
     #[serde(default)]
     seq: Option<i64>,
@@ -66,6 +67,18 @@ struct Note<'a> {
     is_typing: Option<bool>,
     #[serde(borrow, default)]
     room: Option<&'a RawValue>,
+    /// `presence_batch`: several presence changes in one notification.
+    #[serde(default)]
+    events: Option<Vec<PresenceEvent>>,
+}
+
+#[derive(Deserialize)]
+struct PresenceEvent {
+    room_id: RoomId,
+    user_id: i64,
+    #[serde(default)]
+    user_name: Option<String>,
+    online: bool,
 }
 
 impl Listener {
@@ -153,9 +166,7 @@ impl Listener {
     /// After PostgreSQL restarts, unlogged presence rows are gone: record ours again.
     async fn reannounce_presence(&self) {
         for (room, user) in self.hub.present_users() {
-            if let Err(e) = self.presence.join(room, user).await {
-                tracing::warn!(room, user, error = %e, "could not re-announce presence");
-            }
+            self.presence.arrive(room, user).await;
         }
     }
 
@@ -252,7 +263,7 @@ impl Listener {
                     for handle in &evicted {
                         handle.push(frame.clone());
                     }
-                    self.presence.leave(room, user).await?;
+                    self.presence.depart(room, user).await;
                 }
             }
             "read" => {
@@ -273,26 +284,14 @@ impl Listener {
                 }
             }
             "presence" => {
-                let (Some(user), Some(online)) = (note.user_id, note.online) else {
-                    return Ok(());
-                };
-                if !online {
-                    self.stop_typing(room, user);
+                if let (Some(user), Some(online)) = (note.user_id, note.online) {
+                    self.on_presence(room, user, note.user_name.as_deref(), online);
                 }
-                let kind = if online { "user_joined" } else { "user_left" };
-                let frame = protocol::frame(
-                    kind,
-                    None,
-                    serde_json::json!({"roomId": room, "user": user_json(user, note.user_name.as_deref())}),
-                );
-                self.hub.deliver(
-                    room,
-                    Event {
-                        seq: None,
-                        skip_user: Some(user),
-                        frame,
-                    },
-                );
+            }
+            "presence_batch" => {
+                for e in note.events.iter().flatten() {
+                    self.on_presence(e.room_id, e.user_id, e.user_name.as_deref(), e.online);
+                }
             }
             "typing" => {
                 let (Some(user), Some(is_typing)) = (note.user_id, note.is_typing) else {
@@ -352,6 +351,27 @@ impl Listener {
             .await?;
         let row = client.query_opt(&stmt, &[&room, &(seq - 1)]).await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    /// A user's room-wide presence changed (announced once across all daemons).
+    fn on_presence(&self, room: RoomId, user: i64, name: Option<&str>, online: bool) {
+        if !online {
+            self.stop_typing(room, user);
+        }
+        let kind = if online { "user_joined" } else { "user_left" };
+        let frame = protocol::frame(
+            kind,
+            None,
+            serde_json::json!({"roomId": room, "user": user_json(user, name)}),
+        );
+        self.hub.deliver(
+            room,
+            Event {
+                seq: None,
+                skip_user: Some(user),
+                frame,
+            },
+        );
     }
 
     fn stop_typing(&self, room: RoomId, user: i64) {

@@ -6,8 +6,11 @@
 //! heartbeating. Typing is relayed by NOTIFY and expires on every daemon by itself.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError, RawJson};
 use crate::hub::UserId;
@@ -22,13 +25,32 @@ pub struct Presence {
     db: Db,
     /// This daemon's id in `pgchat.daemons` (a random UUID per process).
     daemon_id: String,
+    changes: mpsc::Sender<Change>,
+    /// Taken by [`Presence::run_batcher`].
+    pending: Mutex<Option<mpsc::Receiver<Change>>>,
 }
+
+/// One user's presence in one room changing on this daemon.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Change {
+    room: RoomId,
+    user: UserId,
+    online: bool,
+}
+
+/// Changes waiting to be written; beyond it, sessions wait (backpressure, not loss).
+const CHANGE_BUFFER: usize = 65_536;
+/// Changes written per transaction at most.
+const MAX_BATCH: usize = 1000;
 
 impl Presence {
     pub fn new(db: Db) -> Self {
+        let (changes, pending) = mpsc::channel(CHANGE_BUFFER);
         Self {
             db,
             daemon_id: random_uuid(),
+            changes,
+            pending: Mutex::new(Some(pending)),
         }
     }
 
@@ -36,39 +58,70 @@ impl Presence {
         &self.daemon_id
     }
 
-    /// Marks the user present in the room and returns the room's online users as JSON.
-    pub async fn join(&self, room: RoomId, user: UserId) -> Result<RawJson, DbError> {
-        let client = self.db.client().await?;
-        let stmt = client
-            .prepare_cached("select pgchat.presence_join($1::text::uuid, $2, $3)")
-            .await?;
-        let row = client
-            .query_one(&stmt, &[&self.daemon_id, &room, &user])
-            .await?;
-        Ok(row.get(0))
+    /// The user's first socket here joined the room. Written in the next batch; the
+    /// batch's NOTIFY announces `user_joined` when no other daemon had them present.
+    pub async fn arrive(&self, room: RoomId, user: UserId) {
+        let _ = self
+            .changes
+            .send(Change {
+                room,
+                user,
+                online: true,
+            })
+            .await;
     }
 
-    /// The room's online users as JSON, without changing presence (a second socket of
-    /// a user who is already present).
-    pub async fn online(&self, room: RoomId) -> Result<RawJson, DbError> {
-        let client = self.db.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "select coalesce(json_agg(json_build_object('id', user_id, 'name', user_name)), '[]'::json)
-                   from pgchat.presence_online($1)",
-            )
-            .await?;
-        Ok(client.query_one(&stmt, &[&room]).await?.get(0))
+    /// The user's last socket here left the room.
+    pub async fn depart(&self, room: RoomId, user: UserId) {
+        let _ = self
+            .changes
+            .send(Change {
+                room,
+                user,
+                online: false,
+            })
+            .await;
     }
 
-    pub async fn leave(&self, room: RoomId, user: UserId) -> Result<(), DbError> {
+    /// The room's online users as JSON, with `me` included (my own arrival may still be
+    /// waiting in a batch).
+    pub async fn online(&self, room: RoomId, me: UserId) -> Result<RawJson, DbError> {
         let client = self.db.client().await?;
         let stmt = client
-            .prepare_cached("select pgchat.presence_set($1::text::uuid, $2, $3, false)")
+            .prepare_cached("select pgchat.presence_online_with($1, $2)")
             .await?;
-        client
-            .execute(&stmt, &[&self.daemon_id, &room, &user])
+        Ok(client.query_one(&stmt, &[&room, &me]).await?.get(0))
+    }
+
+    /// Writes queued changes in batches: whatever accumulated while the previous batch
+    /// was being written goes in the next one, so a join storm costs few transactions.
+    pub async fn run_batcher(self: Arc<Self>, cancel: CancellationToken) {
+        let Some(mut pending) = self.pending.lock().unwrap().take() else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            let got = tokio::select! {
+                n = pending.recv_many(&mut batch, MAX_BATCH) => n,
+                _ = cancel.cancelled() => return,
+            };
+            if got == 0 {
+                return;
+            }
+            if let Err(e) = self.apply(&batch).await {
+                tracing::warn!(error = %e, changes = batch.len(), "could not record presence changes");
+            }
+            batch.clear();
+        }
+    }
+
+    async fn apply(&self, batch: &[Change]) -> Result<(), DbError> {
+        let changes = serde_json::to_string(batch).map_err(|e| DbError::Internal(e.to_string()))?;
+        let client = self.db.client().await?;
+        let stmt = client
+            .prepare_cached("select pgchat.presence_apply($1::text::uuid, $2::text::json)")
             .await?;
+        client.execute(&stmt, &[&self.daemon_id, &changes]).await?;
         Ok(())
     }
 

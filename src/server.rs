@@ -219,6 +219,7 @@ fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     };
     vec![
         tokio::spawn(listener.run(cancel.clone())),
+        tokio::spawn(state.presence.clone().run_batcher(cancel.clone())),
         tokio::spawn(listener::expire_typing(
             state.hub.clone(),
             state.typing.clone(),

@@ -284,9 +284,7 @@ where
         let announce = !self.app.shutdown.is_cancelled();
         for room in std::mem::take(&mut self.rooms) {
             if self.app.hub.unsubscribe(room, conn) == PresenceChange::Departed && announce {
-                if let Err(e) = self.app.presence.leave(room, user).await {
-                    tracing::warn!(room, error = %e, "could not record departure");
-                }
+                self.app.presence.depart(room, user).await;
             }
         }
         self.app.hub.remove_user_socket(user, conn);

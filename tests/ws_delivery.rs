@@ -273,13 +273,8 @@ async fn two_daemons_behave_as_one() {
     let mut b = Client::authed(&two.url(), bob).await;
     join(&mut a, room, None).await;
     let jb = join(&mut b, room, None).await;
-    let online: Vec<i64> = jb["online"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["id"].as_i64().unwrap())
-        .collect();
-    assert!(online.contains(&alice), "presence crosses daemons: {jb}");
+    // Presence crosses daemons.
+    common::server::assert_sees_online(&mut b, &jb, alice).await;
     assert_eq!(a.recv_type("user_joined").await["user"]["id"], bob);
 
     a.request(json!({"type": "message", "roomId": room, "message": "across"}))

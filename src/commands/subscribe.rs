@@ -69,11 +69,10 @@ where
                 return self.abort_join(room_id, e);
             }
         }
-        let online = if change == PresenceChange::Arrived {
-            self.app.presence.join(room_id, user).await
-        } else {
-            self.app.presence.online(room_id).await
-        };
+        if change == PresenceChange::Arrived {
+            self.app.presence.arrive(room_id, user).await;
+        }
+        let online = self.app.presence.online(room_id, user).await;
         let online = match online {
             Ok(raw) => raw.0,
             Err(e) => return self.abort_join(room_id, db_error(e)),
@@ -144,9 +143,7 @@ where
             return;
         };
         if self.app.hub.unsubscribe(room_id, self.handle.conn_id) == PresenceChange::Departed {
-            if let Err(e) = self.app.presence.leave(room_id, user).await {
-                tracing::warn!(room = room_id, error = %e, "could not record departure");
-            }
+            self.app.presence.depart(room_id, user).await;
         }
     }
 
@@ -162,9 +159,7 @@ where
             handle.push(notice.clone());
         }
         if !evicted.is_empty() {
-            if let Err(e) = self.app.presence.leave(room_id, user).await {
-                tracing::warn!(room = room_id, error = %e, "could not record departure");
-            }
+            self.app.presence.depart(room_id, user).await;
         }
     }
 }

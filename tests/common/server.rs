@@ -249,3 +249,26 @@ fn rand_ref() -> u64 {
     static N: AtomicU64 = AtomicU64::new(1);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// Presence is eventually consistent by a few milliseconds: a user whose arrival was
+/// still being recorded is not in a `joined` reply's `online` list, and is announced
+/// with `user_joined` right after. Returns once `user` is known to be online.
+pub async fn assert_sees_online(c: &mut Client, joined: &Value, user: i64) {
+    let listed = joined["online"]
+        .as_array()
+        .expect("joined carries online")
+        .iter()
+        .any(|u| u["id"] == user);
+    if listed {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.try_recv(left).await {
+            Some(f) if f["type"] == "user_joined" && f["user"]["id"] == user => return,
+            Some(_) => continue,
+            None => panic!("user {user} never shown online: {joined}"),
+        }
+    }
+}
