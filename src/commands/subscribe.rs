@@ -16,13 +16,14 @@ use crate::session::{Closed, Session};
 const REPLAY_PAGE: i32 = 1000;
 
 #[derive(Deserialize)]
-struct RoomState {
-    room: LastSeq,
-}
-#[derive(Deserialize)]
 struct LastSeq {
     last_seq: i64,
 }
+
+/// Membership check and splice point in one read, as the user: RLS shows the room row
+/// only to members. Leaner than `api.room_state` (no member count), as joins are hot.
+const ROOM_LAST_SEQ_SQL: &str =
+    "select json_build_object('last_seq', r.last_seq) from api.chat_rooms r where r.id = $1";
 #[derive(Deserialize)]
 struct SeqOf {
     seq: i64,
@@ -49,15 +50,11 @@ where
         // can be missed; events are held until activate().
         let change = hub.subscribe(room_id, user, self.handle.clone());
         let last_seq = match self
-            .call(
-                "/rpc/room_state",
-                "select api.room_state(room_id := $1)",
-                &[&room_id],
-            )
+            .call("/chat_rooms", ROOM_LAST_SEQ_SQL, &[&room_id])
             .await
         {
-            Ok(Some(raw)) => match parse::<RoomState>(&raw) {
-                Ok(state) => state.room.last_seq,
+            Ok(Some(raw)) => match parse::<LastSeq>(&raw) {
+                Ok(state) => state.last_seq,
                 Err(e) => return self.abort_join(room_id, e),
             },
             Ok(None) => return self.abort_join(room_id, not_member()),
