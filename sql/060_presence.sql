@@ -171,9 +171,11 @@ $$;
 -- Users online in a room plus `me` (whose own arrival may still be in a batch).
 create or replace function pgchat.presence_online_with(room bigint, me bigint) returns json
 language sql stable security definer set search_path = pgchat, public as $$
-  select coalesce(json_agg(json_build_object('id', u, 'name', private.display_name(u)) order by u), '[]'::json)
-    from (select user_id as u from pgchat.presence where room_id = room
-          union select me) o;
+  select coalesce(json_agg(json_build_object('id', u.id, 'name', u.name) order by u.id), '[]'::json)
+    from private.users u
+   -- An id array keeps this an index lookup whatever the (unlogged, rarely analysed)
+   -- presence table's statistics say.
+   where u.id = any (array(select p.user_id from pgchat.presence p where p.room_id = room) || me);
 $$;
 
 revoke execute on function pgchat.presence_apply(uuid, json), pgchat.presence_online_with(bigint, bigint) from public;
