@@ -161,12 +161,16 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let stream = parts.io.into_inner();
-                let ws = if parts.read_buf.is_empty() {
+                // hyper's leftover read buffer is a view of its whole 8 KiB buffer: copy
+                // out what is in it and let the buffer go, or it lives as long as the socket.
+                let early_bytes = parts.read_buf.to_vec();
+                drop(parts.read_buf);
+                let ws = if early_bytes.is_empty() {
                     WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await
                 } else {
                     WebSocketStream::from_partially_read(
                         stream,
-                        parts.read_buf.to_vec(),
+                        early_bytes,
                         Role::Server,
                         Some(ws_config),
                     )

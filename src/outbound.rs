@@ -57,19 +57,20 @@ impl Outbound {
         Ok(())
     }
 
-    /// Waits for frames and moves up to `max` of them into `out`. Cancel-safe: frames
-    /// are taken only in the poll that returns them.
-    pub async fn pop_batch(&self, out: &mut Vec<Utf8Bytes>, max: usize) -> usize {
+    /// Waits for frames and takes up to `max` of them, in a vector of exactly that size
+    /// (an idle socket keeps no batch buffer). Cancel-safe: frames are taken only in the
+    /// poll that returns them.
+    pub async fn pop_batch(&self, max: usize) -> Vec<Utf8Bytes> {
         loop {
             {
                 let mut frames = self.frames.lock().unwrap();
                 if !frames.queue.is_empty() {
                     let n = frames.queue.len().min(max);
-                    out.extend(frames.queue.drain(..n));
+                    let batch: Vec<Utf8Bytes> = frames.queue.drain(..n).collect();
                     if frames.queue.is_empty() && frames.queue.capacity() > KEEP_AFTER_DRAIN {
                         frames.queue.shrink_to(KEEP_AFTER_DRAIN);
                     }
-                    return n;
+                    return batch;
                 }
             }
             self.ready.notified().await;
@@ -100,13 +101,10 @@ mod tests {
             q.push(f.into()).unwrap();
         }
         assert_eq!(q.push("d".into()), Err(PushError::Full));
-        let mut out = Vec::new();
-        assert_eq!(q.pop_batch(&mut out, 2).await, 2);
-        assert_eq!(q.pop_batch(&mut out, 10).await, 1);
-        assert_eq!(
-            out.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
-            ["a", "b", "c"]
-        );
+        let first = q.pop_batch(2).await;
+        let second = q.pop_batch(10).await;
+        let all: Vec<&str> = first.iter().chain(&second).map(|f| f.as_str()).collect();
+        assert_eq!(all, ["a", "b", "c"]);
         q.close();
         assert_eq!(q.push("e".into()), Err(PushError::Closed));
     }
@@ -116,11 +114,7 @@ mod tests {
         let q = std::sync::Arc::new(Outbound::new(4));
         let consumer = {
             let q = q.clone();
-            tokio::spawn(async move {
-                let mut out = Vec::new();
-                q.pop_batch(&mut out, 4).await;
-                out
-            })
+            tokio::spawn(async move { q.pop_batch(4).await })
         };
         tokio::task::yield_now().await;
         q.push("x".into()).unwrap();

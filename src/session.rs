@@ -49,7 +49,7 @@ pub struct Session<S> {
 
 enum Wake {
     Killed,
-    Outbound(usize),
+    Outbound(Vec<Utf8Bytes>),
     Incoming(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Ping,
     AuthTimeout,
@@ -107,7 +107,6 @@ where
         let mut idle_deadline = started + config.idle_timeout();
         let mut ping =
             tokio::time::interval_at(started + config.ping_interval(), config.ping_interval());
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
         let far = started + Duration::from_secs(86400 * 365);
         loop {
             let authed = self.identity.is_some();
@@ -115,7 +114,7 @@ where
             let wake = tokio::select! {
                 biased;
                 _ = self.kill.cancelled() => Wake::Killed,
-                n = queue.pop_batch(&mut batch, WRITE_BATCH) => Wake::Outbound(n),
+                batch = queue.pop_batch(WRITE_BATCH) => Wake::Outbound(batch),
                 m = self.ws.next() => Wake::Incoming(m),
                 _ = ping.tick() => Wake::Ping,
                 _ = tokio::time::sleep_until(auth_deadline), if !authed => Wake::AuthTimeout,
@@ -124,8 +123,7 @@ where
             };
             let result = match wake {
                 Wake::Killed => return self.handle.close_code().unwrap_or(close::GOING_AWAY),
-                Wake::Outbound(0) => return close::INTERNAL,
-                Wake::Outbound(_) => self.write_batch(&mut batch).await,
+                Wake::Outbound(batch) => self.write_batch(batch).await,
                 Wake::Incoming(None) => return 0,
                 Wake::Incoming(Some(Err(tungstenite::Error::Capacity(_)))) => {
                     return close::MESSAGE_TOO_BIG
@@ -187,10 +185,10 @@ where
         }
     }
 
-    async fn write_batch(&mut self, batch: &mut Vec<Utf8Bytes>) -> Result<(), Closed> {
+    async fn write_batch(&mut self, batch: Vec<Utf8Bytes>) -> Result<(), Closed> {
         let kill = self.kill.clone();
         let write = async {
-            for frame in batch.drain(..) {
+            for frame in batch {
                 self.ws.feed(Message::Text(frame)).await?;
             }
             self.ws.flush().await
