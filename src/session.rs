@@ -103,23 +103,36 @@ where
     async fn event_loop(&mut self, queue: &Outbound) -> u16 {
         let config = &self.app.config;
         let started = Instant::now();
-        let auth_deadline = started + config.auth_timeout();
-        let mut idle_deadline = started + config.idle_timeout();
+        let idle_timeout = config.idle_timeout();
         let mut ping =
             tokio::time::interval_at(started + config.ping_interval(), config.ping_interval());
         let far = started + Duration::from_secs(86400 * 365);
+        // The deadlines and the kill switch are built once and reset, not rebuilt on every
+        // wake-up: a busy socket wakes once per batch of frames.
+        let killed = self.kill.clone().cancelled_owned();
+        let auth_timeout = tokio::time::sleep_until(started + config.auth_timeout());
+        let token_expiry = tokio::time::sleep_until(far);
+        let idle = tokio::time::sleep_until(started + idle_timeout);
+        tokio::pin!(killed, auth_timeout, token_expiry, idle);
+        let mut expiry_of: Option<i64> = None;
         loop {
             let authed = self.identity.is_some();
-            let expiry = self.token_deadline().unwrap_or(far);
+            let exp = self.identity.as_ref().and_then(|i| i.exp);
+            if exp != expiry_of {
+                token_expiry
+                    .as_mut()
+                    .reset(self.token_deadline().unwrap_or(far));
+                expiry_of = exp;
+            }
             let wake = tokio::select! {
                 biased;
-                _ = self.kill.cancelled() => Wake::Killed,
+                _ = killed.as_mut() => Wake::Killed,
                 batch = queue.pop_batch(WRITE_BATCH) => Wake::Outbound(batch),
                 m = self.ws.next() => Wake::Incoming(m),
                 _ = ping.tick() => Wake::Ping,
-                _ = tokio::time::sleep_until(auth_deadline), if !authed => Wake::AuthTimeout,
-                _ = tokio::time::sleep_until(expiry), if authed => Wake::TokenExpired,
-                _ = tokio::time::sleep_until(idle_deadline) => Wake::Idle,
+                _ = auth_timeout.as_mut(), if !authed => Wake::AuthTimeout,
+                _ = token_expiry.as_mut(), if authed => Wake::TokenExpired,
+                _ = idle.as_mut() => Wake::Idle,
             };
             let result = match wake {
                 Wake::Killed => return self.handle.close_code().unwrap_or(close::GOING_AWAY),
@@ -130,7 +143,7 @@ where
                 }
                 Wake::Incoming(Some(Err(_))) => return 0,
                 Wake::Incoming(Some(Ok(message))) => {
-                    idle_deadline = Instant::now() + self.app.config.idle_timeout();
+                    idle.as_mut().reset(Instant::now() + idle_timeout);
                     match message {
                         // Boxed: command futures are large and short-lived; keeping them
                         // out of the connection's own future keeps idle sockets small.
