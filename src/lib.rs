@@ -14,6 +14,7 @@
 //! - [`hub`]       room → subscribers, fan-out over bounded queues
 //! - [`outbound`]  one socket's bounded queue of frames to write
 //! - [`listener`]  the dedicated LISTEN connection: reconnect, re-listen, catch up by seq
+//! - `relay`       notifications → hub events (messages, membership, presence, typing)
 //! - [`presence`]  who is online and typing, shared across daemons through PostgreSQL
 //! - [`http`]      the upgrade, /healthz, /readyz, /metrics and static files
 //! - [`metrics`]   counters and gauges, exposed in Prometheus format
@@ -34,6 +35,7 @@ pub mod migrate;
 pub mod outbound;
 pub mod presence;
 pub mod protocol;
+mod relay;
 pub mod server;
 pub mod session;
 pub mod telemetry;

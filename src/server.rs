@@ -22,7 +22,7 @@ use crate::auth::{Identity, Verifier};
 use crate::config::{Config, ConfigError};
 use crate::db::{Db, DbError};
 use crate::hub::Hub;
-use crate::listener::{self, Listener, ListenerState};
+use crate::listener::{Listener, ListenerState};
 use crate::presence::{Presence, TypingTracker, HEARTBEAT_EVERY};
 use crate::protocol::{ErrorCode, FrameError};
 
@@ -220,7 +220,7 @@ fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(listener.run(cancel.clone())),
         tokio::spawn(state.presence.clone().run_batcher(cancel.clone())),
-        tokio::spawn(listener::expire_typing(
+        tokio::spawn(crate::relay::expire_typing(
             state.hub.clone(),
             state.typing.clone(),
             cancel,
