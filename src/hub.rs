@@ -91,6 +91,26 @@ pub struct Event {
     pub frame: Utf8Bytes,
 }
 
+impl Event {
+    /// A non-message event for everyone in the room.
+    pub fn to_all(frame: Utf8Bytes) -> Self {
+        Event {
+            seq: None,
+            skip_user: None,
+            frame,
+        }
+    }
+
+    /// A non-message event for everyone in the room but `user` ("others get …").
+    pub fn to_others(user: UserId, frame: Utf8Bytes) -> Self {
+        Event {
+            seq: None,
+            skip_user: Some(user),
+            frame,
+        }
+    }
+}
+
 struct Subscriber {
     handle: Arc<SessionHandle>,
     user_id: UserId,

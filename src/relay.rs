@@ -73,14 +73,7 @@ impl Listener {
                 };
                 if !row.is_empty() {
                     let frame = protocol::frame_with_raw(note.t, None, Some(room), "message", &row);
-                    self.hub.deliver(
-                        room,
-                        Event {
-                            seq: None,
-                            skip_user: None,
-                            frame,
-                        },
-                    );
+                    self.hub.deliver(room, Event::to_all(frame));
                 }
             }
             "member_joined" => {
@@ -111,14 +104,7 @@ impl Listener {
                         None,
                         serde_json::json!({"roomId": room, "user": user_json(user, note.user_name.as_deref()), "seq": seq}),
                     );
-                    self.hub.deliver(
-                        room,
-                        Event {
-                            seq: None,
-                            skip_user: None,
-                            frame,
-                        },
-                    );
+                    self.hub.deliver(room, Event::to_all(frame));
                 }
             }
             "presence" => {
@@ -202,14 +188,7 @@ impl Listener {
             None,
             serde_json::json!({"roomId": room, "user": user_json(user, name)}),
         );
-        self.hub.deliver(
-            room,
-            Event {
-                seq: None,
-                skip_user: Some(user),
-                frame,
-            },
-        );
+        self.hub.deliver(room, Event::to_others(user, frame));
     }
 
     fn stop_typing(&self, room: RoomId, user: i64) {
@@ -221,15 +200,9 @@ impl Listener {
 }
 
 pub fn typing_event(room: RoomId, user: i64, name: Option<&str>, is_typing: bool) -> Event {
-    Event {
-        seq: None,
-        skip_user: Some(user),
-        frame: protocol::frame(
-            "typing",
-            None,
-            serde_json::json!({"roomId": room, "user": user_json(user, name), "isTyping": is_typing}),
-        ),
-    }
+    let fields =
+        serde_json::json!({"roomId": room, "user": user_json(user, name), "isTyping": is_typing});
+    Event::to_others(user, protocol::frame("typing", None, fields))
 }
 
 /// Ends typing indicators whose refreshes stopped, on this daemon's sockets.
