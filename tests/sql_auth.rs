@@ -3,14 +3,12 @@
 
 mod common;
 
+use common::sqlstate;
+
 use common::postgrest::{Claims, Postgrest};
 use pgchat::auth::{unix_now, Verifier};
 use pgchat::config::Config;
 use serde_json::Value;
-
-fn sqlstate(e: &tokio_postgres::Error) -> &str {
-    e.code().expect("a database error").code()
-}
 
 fn db_message(e: &tokio_postgres::Error) -> &str {
     e.as_db_error().expect("a database error").message()

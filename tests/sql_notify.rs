@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::postgrest::{Claims, Postgrest};
+use common::postgrest::Claims;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -64,37 +64,15 @@ impl Listener {
     }
 }
 
-async fn create_room(pg: &Postgrest, user: i64) -> i64 {
-    pg.rpc(
-        &Claims::user(user),
-        "create_chat_room",
-        &[("name", &"General")],
-    )
-    .await
-    .unwrap()["id"]
-        .as_i64()
-        .unwrap()
-}
-
-async fn send(pg: &Postgrest, user: i64, room: i64, text: &str) -> Value {
-    pg.rpc(
-        &Claims::user(user),
-        "send_message",
-        &[("room_id", &room), ("message", &text)],
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn message_insert_update_delete_notify_with_the_row() {
     let db = common::TestDb::new().await;
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice).await;
+    let room = pg.create_room(alice, "General").await;
     let mut l = Listener::start(&db).await;
 
-    let sent = send(&pg, alice, room, "hello").await;
+    let sent = pg.send(alice, room, "hello").await;
     let n = l.next().await;
     assert_eq!(n["t"], "message");
     assert_eq!(n["room_id"].as_i64(), Some(room));
@@ -136,9 +114,9 @@ async fn membership_changes_notify() {
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let (bob, _) = db.signup("bob@example.com", "Bob").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice).await;
-    send(&pg, alice, room, "one").await;
-    send(&pg, alice, room, "two").await;
+    let room = pg.create_room(alice, "General").await;
+    pg.send(alice, room, "one").await;
+    pg.send(alice, room, "two").await;
     let mut l = Listener::start(&db).await;
 
     pg.rpc(&Claims::user(bob), "join_chat_room", &[("room_id", &room)])
@@ -187,7 +165,7 @@ async fn refused_writes_notify_nothing() {
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let (carol, _) = db.signup("carol@example.com", "Carol").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice).await;
+    let room = pg.create_room(alice, "General").await;
     let mut l = Listener::start(&db).await;
     let outsider = pg
         .rpc(
@@ -213,11 +191,11 @@ async fn a_row_too_large_for_notify_arrives_as_a_reference_that_resolves() {
     let db = common::TestDb::new().await;
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice).await;
+    let room = pg.create_room(alice, "General").await;
     let mut l = Listener::start(&db).await;
 
     let text = "長".repeat(5000);
-    let sent = send(&pg, alice, room, &text).await;
+    let sent = pg.send(alice, room, &text).await;
     let raw = l.next_raw().await;
     assert!(raw.len() < 8000, "payload of {} bytes", raw.len());
     let n: Value = serde_json::from_str(&raw).unwrap();
@@ -243,7 +221,7 @@ async fn a_row_too_large_for_notify_arrives_as_a_reference_that_resolves() {
     assert_eq!(row["message"].as_str(), Some(text.as_str()));
 
     // A small row in the same room still travels inline.
-    let small = send(&pg, alice, room, "short").await;
+    let small = pg.send(alice, room, "short").await;
     let n = l.next().await;
     assert_eq!(n["row"], small);
     assert!(n.get("ref").is_none());
@@ -273,7 +251,7 @@ async fn concurrent_inserts_get_contiguous_seqs_and_notify_in_seq_order() {
             .await;
         users.push(id);
     }
-    let room = create_room(&pg, users[0]).await;
+    let room = pg.create_room(users[0], "General").await;
     for &u in &users[1..] {
         pg.rpc(&Claims::user(u), "join_chat_room", &[("room_id", &room)])
             .await
@@ -291,7 +269,7 @@ async fn concurrent_inserts_get_contiguous_seqs_and_notify_in_seq_order() {
             let mut sent = Vec::new();
             for j in 0..PER_CONNECTION {
                 let text = format!("c{i}-m{j}");
-                let m = send(&pg, user, room, &text).await;
+                let m = pg.send(user, room, &text).await;
                 sent.push((m["seq"].as_i64().unwrap(), text));
             }
             sent

@@ -4,12 +4,10 @@
 
 mod common;
 
+use common::sqlstate;
+
 use common::postgrest::{Claims, Postgrest};
 use tokio_postgres::types::ToSql;
-
-fn sqlstate(e: &tokio_postgres::Error) -> &str {
-    e.code().expect("a database error").code()
-}
 
 /// alice created `room` and bob joined it; carol is a member only of her own room.
 struct Fixture {

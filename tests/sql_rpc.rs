@@ -3,30 +3,10 @@
 
 mod common;
 
-use common::postgrest::{Claims, Postgrest};
+use common::sqlstate;
+
+use common::postgrest::Claims;
 use serde_json::Value;
-
-fn sqlstate(e: &tokio_postgres::Error) -> &str {
-    e.code().expect("a database error").code()
-}
-
-async fn create_room(pg: &Postgrest, user: i64, name: &str) -> i64 {
-    let room = pg
-        .rpc(&Claims::user(user), "create_chat_room", &[("name", &name)])
-        .await
-        .unwrap();
-    room["id"].as_i64().unwrap()
-}
-
-async fn send(pg: &Postgrest, user: i64, room: i64, text: &str) -> Value {
-    pg.rpc(
-        &Claims::user(user),
-        "send_message",
-        &[("room_id", &room), ("message", &text)],
-    )
-    .await
-    .unwrap()
-}
 
 fn seqs(page: &Value) -> Vec<i64> {
     page.as_array()
@@ -87,7 +67,7 @@ async fn join_and_leave_chat_room() {
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let (bob, _) = db.signup("bob@example.com", "Bob").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice, "General").await;
+    let room = pg.create_room(alice, "General").await;
 
     let joined = pg
         .rpc(&Claims::user(bob), "join_chat_room", &[("room_id", &room)])
@@ -136,7 +116,7 @@ async fn send_message_returns_the_stored_row() {
     let db = common::TestDb::new().await;
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice, "General").await;
+    let room = pg.create_room(alice, "General").await;
     let m = pg
         .rpc(
             &Claims::user(alice),
@@ -158,7 +138,7 @@ async fn send_message_returns_the_stored_row() {
     assert_eq!(m["client_id"], "c-1");
     assert!(m["created_at"].is_string());
     // Without client_id: the next seq, client_id null.
-    let m2 = send(&pg, alice, room, "second").await;
+    let m2 = pg.send(alice, room, "second").await;
     assert_eq!(m2["seq"], 2);
     assert_eq!(m2["client_id"], Value::Null);
 }
@@ -168,9 +148,9 @@ async fn chat_history_pages_newest_first() {
     let db = common::TestDb::new().await;
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice, "General").await;
+    let room = pg.create_room(alice, "General").await;
     for i in 1..=7 {
-        send(&pg, alice, room, &format!("m{i}")).await;
+        pg.send(alice, room, &format!("m{i}")).await;
     }
     let c = Claims::user(alice);
     let page = pg
@@ -228,9 +208,9 @@ async fn messages_since_replays_oldest_first() {
     let db = common::TestDb::new().await;
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice, "General").await;
+    let room = pg.create_room(alice, "General").await;
     for i in 1..=5 {
-        send(&pg, alice, room, &format!("m{i}")).await;
+        pg.send(alice, room, &format!("m{i}")).await;
     }
     let c = Claims::user(alice);
     let page = pg
@@ -273,9 +253,9 @@ async fn mark_read_moves_forward_only_and_is_clamped() {
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let (bob, _) = db.signup("bob@example.com", "Bob").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice, "General").await;
+    let room = pg.create_room(alice, "General").await;
     for i in 1..=4 {
-        send(&pg, alice, room, &format!("m{i}")).await;
+        pg.send(alice, room, &format!("m{i}")).await;
     }
     let c = Claims::user(alice);
     let mark = |seq: i64| {
@@ -313,9 +293,9 @@ async fn room_state_for_a_member_and_null_for_others() {
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let (bob, _) = db.signup("bob@example.com", "Bob").await;
     let pg = db.postgrest().await;
-    let room = create_room(&pg, alice, "General").await;
-    send(&pg, alice, room, "hi").await;
-    send(&pg, alice, room, "there").await;
+    let room = pg.create_room(alice, "General").await;
+    pg.send(alice, room, "hi").await;
+    pg.send(alice, room, "there").await;
     pg.rpc(
         &Claims::user(alice),
         "mark_read",
@@ -344,9 +324,9 @@ async fn my_chat_rooms_lists_my_rooms_with_counts() {
     let (alice, _) = db.signup("alice@example.com", "Alice").await;
     let (bob, _) = db.signup("bob@example.com", "Bob").await;
     let pg = db.postgrest().await;
-    let general = create_room(&pg, alice, "General").await;
-    let quiet = create_room(&pg, alice, "Quiet").await;
-    let bobs = create_room(&pg, bob, "Bob's").await;
+    let general = pg.create_room(alice, "General").await;
+    let quiet = pg.create_room(alice, "Quiet").await;
+    let bobs = pg.create_room(bob, "Bob's").await;
     pg.rpc(
         &Claims::user(bob),
         "join_chat_room",
@@ -354,10 +334,10 @@ async fn my_chat_rooms_lists_my_rooms_with_counts() {
     )
     .await
     .unwrap();
-    send(&pg, alice, general, "a1").await;
-    send(&pg, bob, general, "b1").await;
-    send(&pg, bob, general, "b2").await;
-    send(&pg, bob, bobs, "secret").await;
+    pg.send(alice, general, "a1").await;
+    pg.send(bob, general, "b1").await;
+    pg.send(bob, general, "b2").await;
+    pg.send(bob, bobs, "secret").await;
 
     let rows = pg
         .query(

@@ -10,6 +10,11 @@ use std::sync::OnceLock;
 
 use tokio_postgres::NoTls;
 
+/// The SQLSTATE of a database error.
+pub fn sqlstate(e: &tokio_postgres::Error) -> &str {
+    e.code().expect("a database error").code()
+}
+
 pub const JWT_SECRET: &str = "pgchat-test-secret-0123456789-abcdefghij";
 
 /// The admin (superuser) URL of the server tests run against.

@@ -65,6 +65,26 @@ impl Postgrest {
             .unwrap_or(Value::Null))
     }
 
+    /// `POST /rpc/create_chat_room` as `user`; returns the new room's id.
+    pub async fn create_room(&self, user: i64, name: &str) -> i64 {
+        self.rpc(&Claims::user(user), "create_chat_room", &[("name", &name)])
+            .await
+            .expect("create_chat_room")["id"]
+            .as_i64()
+            .expect("room id")
+    }
+
+    /// `POST /rpc/send_message` as `user`; returns the stored row.
+    pub async fn send(&self, user: i64, room: i64, text: &str) -> Value {
+        self.rpc(
+            &Claims::user(user),
+            "send_message",
+            &[("room_id", &room), ("message", &text)],
+        )
+        .await
+        .expect("send_message")
+    }
+
     /// Any statement (table reads and writes) in the same request context.
     pub async fn query(
         &self,

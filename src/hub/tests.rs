@@ -1,0 +1,98 @@
+//! Unit tests of the hub: splicing, slow consumers, presence counting, eviction.
+
+use super::*;
+
+fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<Outbound>) {
+    let queue = Arc::new(Outbound::new(cap));
+    (
+        Arc::new(SessionHandle::new(
+            conn,
+            queue.clone(),
+            CancellationToken::new(),
+        )),
+        queue,
+    )
+}
+
+fn msg(seq: i64) -> Event {
+    Event {
+        seq: Some(seq),
+        skip_user: None,
+        frame: format!("m{seq}").into(),
+    }
+}
+
+fn drain(rx: &mut Arc<Outbound>) -> Vec<String> {
+    rx.try_pop_all()
+        .iter()
+        .map(|f| f.as_str().to_owned())
+        .collect()
+}
+
+#[test]
+fn pending_subscription_splices_replay_and_live_without_gap_or_duplicate() {
+    let hub = Hub::new();
+    let (h, mut rx) = handle(1, 16);
+    hub.subscribe(10, 7, h);
+    hub.deliver(10, msg(4));
+    hub.deliver(10, msg(5));
+    assert!(drain(&mut rx).is_empty(), "held while pending");
+    // The session replayed up to seq 4, so only 5 is released, then live continues.
+    hub.activate(10, 1, 4);
+    hub.deliver(10, msg(5));
+    hub.deliver(10, msg(6));
+    assert_eq!(drain(&mut rx), ["m5", "m6"]);
+}
+
+#[test]
+fn a_full_queue_closes_only_that_connection() {
+    let hub = Hub::new();
+    let (slow, _slow_rx) = handle(1, 2);
+    let (fast, mut fast_rx) = handle(2, 64);
+    hub.subscribe(1, 1, slow.clone());
+    hub.subscribe(1, 2, fast.clone());
+    hub.activate(1, 1, 0);
+    hub.activate(1, 2, 0);
+    for seq in 1..=10 {
+        hub.deliver(1, msg(seq));
+    }
+    assert_eq!(slow.close_code(), Some(close::SLOW_CONSUMER));
+    assert_eq!(fast.close_code(), None);
+    assert_eq!(drain(&mut fast_rx).len(), 10);
+}
+
+#[test]
+fn presence_is_per_user_not_per_socket() {
+    let hub = Hub::new();
+    let (a, _ra) = handle(1, 4);
+    let (b, _rb) = handle(2, 4);
+    assert_eq!(hub.subscribe(5, 9, a), PresenceChange::Arrived);
+    assert_eq!(hub.subscribe(5, 9, b), PresenceChange::Unchanged);
+    assert_eq!(hub.unsubscribe(5, 1), PresenceChange::Unchanged);
+    assert_eq!(hub.unsubscribe(5, 2), PresenceChange::Departed);
+    assert_eq!(hub.room_count(), 0);
+}
+
+#[test]
+fn skip_user_and_eviction() {
+    let hub = Hub::new();
+    let (a, mut ra) = handle(1, 4);
+    let (b, mut rb) = handle(2, 4);
+    hub.subscribe(5, 1, a);
+    hub.subscribe(5, 2, b);
+    hub.activate(5, 1, 0);
+    hub.activate(5, 2, 0);
+    hub.deliver(
+        5,
+        Event {
+            seq: None,
+            skip_user: Some(1),
+            frame: "t".into(),
+        },
+    );
+    assert!(drain(&mut ra).is_empty());
+    assert_eq!(drain(&mut rb), ["t"]);
+    assert_eq!(hub.evict_user(5, 2).len(), 1);
+    assert!(!hub.is_subscribed(5, 2));
+    assert!(hub.is_subscribed(5, 1));
+}
