@@ -9,21 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
 use crate::clients::{Shared, Spec};
 use crate::frames::{self, Incoming};
 use crate::tracker::Tracker;
+use crate::wire::{Frame, Wire};
 
-type Ws = WebSocketStream<TcpStream>;
-
-/// Bytes read from a socket at a time.
-const READ_BUFFER: usize = 4096;
+type Ws = Wire;
 
 pub enum Cmd {
     /// Send one message to `room`.
@@ -106,16 +100,13 @@ async fn establish(shared: &Shared, spec: &Spec) -> anyhow::Result<Ws> {
     }
     let stream = socket.connect(opts.server).await.context("connecting")?;
     stream.set_nodelay(true)?;
-    // tungstenite zero-fills its whole read buffer (128 KiB by default) on every read:
-    // with a small one the bench spends its CPU reading frames, not in memset.
-    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-    let (mut ws, _) = client_async_with_config(opts.url.as_str(), stream, Some(config))
+    let mut ws = Wire::connect(stream, &opts.url, spec.index)
         .await
         .context("WebSocket handshake")?;
-    ws.send(Message::text(frames::auth(&spec.token))).await?;
+    ws.send_text(&frames::auth(&spec.token)).await?;
     wait_for(&mut ws, |f| f.kind == "authenticated").await?;
     for &room in &spec.rooms {
-        ws.send(Message::text(frames::join(room))).await?;
+        ws.send_text(&frames::join(room)).await?;
         if opts.wait_join {
             wait_for(&mut ws, |f| f.kind == "joined" && f.room_id == Some(room)).await?;
         }
@@ -125,9 +116,15 @@ async fn establish(shared: &Shared, spec: &Spec) -> anyhow::Result<Ws> {
 
 /// Reads frames until one satisfies `want`; an `error` frame or a close fails.
 async fn wait_for(ws: &mut Ws, want: impl Fn(&Incoming) -> bool) -> anyhow::Result<()> {
-    while let Some(frame) = ws.next().await {
-        if let Message::Text(text) = frame? {
-            let Some(f) = Incoming::parse(text.as_str()) else {
+    while let Some(frame) = ws.next().await? {
+        if let Frame::Ping(payload) = &frame {
+            ws.send_pong(payload).await?;
+        }
+        if let Frame::Close(code) = frame {
+            bail!("connection closed by the server with {code}");
+        }
+        if let Frame::Text(text) = frame {
+            let Some(f) = Incoming::parse(&text) else {
                 continue;
             };
             if want(&f) {
@@ -179,17 +176,18 @@ impl Conn {
                     }
                 },
                 frame = ws.next() => match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        let next = self.on_frame(text.as_str());
+                    Ok(Some(Frame::Text(text))) => {
+                        let next = self.on_frame(&text);
                         self.send_auto(&mut ws, next).await
                     }
-                    Some(Ok(Message::Close(frame))) => {
-                        self.result.closed_with = Some(frame.map_or(1005, |f| f.code.into()));
+                    Ok(Some(Frame::Ping(payload))) => ws.send_pong(&payload).await,
+                    Ok(Some(Frame::Close(code))) => {
+                        self.result.closed_with = Some(code);
                         Err(anyhow!("closed"))
                     }
-                    None => Err(anyhow!("closed")),
-                    Some(Err(e)) => Err(e.into()),
-                    Some(Ok(_)) => Ok(()),
+                    Ok(Some(Frame::Binary | Frame::Pong)) => Ok(()),
+                    Ok(None) => Err(anyhow!("closed")),
+                    Err(e) => Err(e),
                 },
             };
             if outcome.is_err() {
@@ -197,7 +195,7 @@ impl Conn {
                 return;
             }
         }
-        let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), ws.close()).await;
     }
 
     async fn command(&mut self, ws: &mut Ws, cmd: Cmd) -> anyhow::Result<()> {
@@ -214,7 +212,7 @@ impl Conn {
                 }
                 Ok(())
             }
-            Cmd::Typing { room } => Ok(ws.send(Message::text(frames::typing(room, true))).await?),
+            Cmd::Typing { room } => ws.send_text(&frames::typing(room, true)).await,
         }
     }
 
@@ -235,8 +233,7 @@ impl Conn {
         counters.sent.fetch_add(1, Relaxed);
         let owed = self.shared.members_of(room);
         counters.expected.fetch_add(owed, Relaxed);
-        ws.send(Message::text(frame)).await?;
-        Ok(())
+        ws.send_text(&frame).await
     }
 
     /// Sends one more message per confirmation while an `Auto` window is open.

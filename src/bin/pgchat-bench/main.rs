@@ -20,6 +20,7 @@ mod report;
 mod scenarios;
 mod seed;
 mod tracker;
+mod wire;
 
 use std::process::ExitCode;
 
