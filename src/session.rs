@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::auth::Identity;
+use crate::frame_writer;
 use crate::hub::{PresenceChange, SessionHandle};
 use crate::outbound::Outbound;
 use crate::protocol::{self, close, ErrorCode, FrameError, RoomId};
@@ -159,7 +160,9 @@ where
                         _ => Ok(()),
                     }
                 }
-                Wake::Ping => self.send(Message::Ping(Default::default())).await,
+                Wake::Ping => {
+                    Box::pin(self.write_frames(frame_writer::PING, &[Utf8Bytes::default()])).await
+                }
                 Wake::AuthTimeout => {
                     let err = FrameError::new(
                         ErrorCode::Unauthenticated,
@@ -199,12 +202,20 @@ where
     }
 
     async fn write_batch(&mut self, batch: Vec<Utf8Bytes>) -> Result<(), Closed> {
+        // Boxed: the write's state (timer, iovecs) lives only while writing, not in
+        // every idle connection's future.
+        Box::pin(self.write_frames(frame_writer::TEXT, &batch)).await
+    }
+
+    /// Writes frames with [`frame_writer`] after anything tungstenite still holds (a
+    /// pong), racing the kill switch and a timeout so a stuck peer cannot hold the
+    /// session.
+    async fn write_frames(&mut self, opcode: u8, payloads: &[Utf8Bytes]) -> Result<(), Closed> {
         let kill = self.kill.clone();
-        let write = async {
-            for frame in batch {
-                self.ws.feed(Message::Text(frame)).await?;
-            }
-            self.ws.flush().await
+        let ws = &mut self.ws;
+        let write = async move {
+            ws.flush().await.map_err(std::io::Error::other)?;
+            frame_writer::write_frames(ws.get_mut(), opcode, payloads).await
         };
         tokio::select! {
             r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
@@ -215,21 +226,9 @@ where
         }
     }
 
-    /// Writes one frame now (replies), racing the kill switch so a stuck peer cannot
-    /// hold the session.
-    pub(crate) async fn send(&mut self, message: Message) -> Result<(), Closed> {
-        let kill = self.kill.clone();
-        tokio::select! {
-            r = tokio::time::timeout(WRITE_TIMEOUT, self.ws.send(message)) => match r {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(Closed),
-            },
-            _ = kill.cancelled() => Err(Closed),
-        }
-    }
-
+    /// Writes one reply frame now.
     pub(crate) async fn reply(&mut self, frame: Utf8Bytes) -> Result<(), Closed> {
-        self.send(Message::Text(frame)).await
+        Box::pin(self.write_frames(frame_writer::TEXT, std::slice::from_ref(&frame))).await
     }
 
     pub(crate) async fn send_error(
