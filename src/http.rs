@@ -120,6 +120,21 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Runs the connection in a task of its own, so the task holds only the session's
+/// state: the upgrade's (two stream types, handshake futures) would otherwise be laid
+/// out in every connection's task for its whole life, more than doubling it.
+fn spawn_session<S>(
+    ws: WebSocketStream<S>,
+    state: Arc<AppState>,
+    token: Option<String>,
+    permit: Option<OwnedSemaphorePermit>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let tasks = state.tasks.clone();
+    tasks.spawn(crate::session::Session::new(ws, state, permit).run(token));
+}
+
 fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Response<Body> {
     if let Some(allowed) = state.config.allowed_origins() {
         let origin = req
@@ -151,7 +166,6 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
     drop(req);
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
-        let _permit = permit;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
@@ -176,7 +190,7 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
                     )
                     .await
                 };
-                crate::session::run(ws, state, token).await;
+                spawn_session(ws, state, token, permit);
             }
             Err(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -185,7 +199,7 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
                     Some(ws_config),
                 )
                 .await;
-                crate::session::run(ws, state, token).await;
+                spawn_session(ws, state, token, permit);
             }
         }
     });

@@ -8,9 +8,6 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// Capacity kept after a burst drains; anything above is given back.
-const KEEP_AFTER_DRAIN: usize = 8;
-
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
     Full,
@@ -67,8 +64,10 @@ impl Outbound {
                 if !frames.queue.is_empty() {
                     let n = frames.queue.len().min(max);
                     let batch: Vec<Utf8Bytes> = frames.queue.drain(..n).collect();
-                    if frames.queue.is_empty() && frames.queue.capacity() > KEEP_AFTER_DRAIN {
-                        frames.queue.shrink_to(KEEP_AFTER_DRAIN);
+                    if frames.queue.is_empty() {
+                        // An idle socket holds no queue memory; a busy one reallocates
+                        // once per batch, which costs far less than its write syscall.
+                        frames.queue = VecDeque::new();
                     }
                     return batch;
                 }

@@ -42,6 +42,11 @@ impl SessionHandle {
         }
     }
 
+    /// The connection's outbound queue (its session drains it).
+    pub fn queue(&self) -> &Arc<Outbound> {
+        &self.queue
+    }
+
     /// Queues a frame without waiting. A full queue closes the connection as too slow.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
         match self.queue.push(frame) {

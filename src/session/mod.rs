@@ -1,6 +1,8 @@
 //! One WebSocket connection: authentication state, the event loop that reads client
 //! frames, writes queued hub events in batches, pings, and enforces the deadlines
-//! (auth timeout, token expiry, idle timeout). Commands live in `commands.rs`.
+//! (auth timeout, token expiry, idle timeout). Commands live in `commands/`.
+
+mod deadlines;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -22,6 +25,7 @@ use crate::hub::{PresenceChange, SessionHandle};
 use crate::outbound::Outbound;
 use crate::protocol::{self, close, ErrorCode, FrameError, RoomId};
 use crate::server::AppState;
+use deadlines::{Deadlines, Due};
 
 /// Hub events written per flush.
 const WRITE_BATCH: usize = 64;
@@ -46,94 +50,106 @@ pub struct Session<S> {
     pub(crate) typing_sent: HashMap<RoomId, Instant>,
     pub(crate) strikes: u32,
     strike_window: Instant,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 enum Wake {
     Killed,
     Outbound(Vec<Utf8Bytes>),
     Incoming(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
-    Ping,
-    AuthTimeout,
-    TokenExpired,
-    Idle,
-}
-
-pub async fn run<S>(ws: WebSocketStream<S>, app: Arc<AppState>, initial_token: Option<String>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let conn_id = app.next_conn_id();
-    let queue = Arc::new(Outbound::new(app.config.outbound_queue));
-    let kill = app.shutdown.child_token();
-    let handle = Arc::new(SessionHandle::new(conn_id, queue.clone(), kill.clone()));
-    let mut session = Session {
-        app: app.clone(),
-        ws,
-        handle,
-        kill,
-        identity: None,
-        rooms: HashSet::new(),
-        typing_sent: HashMap::new(),
-        strikes: 0,
-        strike_window: Instant::now(),
-    };
-    metrics::gauge!("pgchat_connections").increment(1.0);
-    // Every log line of this connection carries its id.
-    let span = tracing::info_span!("conn", id = conn_id);
-    async move {
-        tracing::debug!("connected");
-        if let Some(token) = initial_token {
-            let _ = Box::pin(session.authenticate(None, &token)).await;
-        }
-        let code = session.event_loop(&queue).await;
-        queue.close();
-        Box::pin(session.close(code)).await;
-        Box::pin(session.cleanup()).await;
-        tracing::debug!(code, "disconnected");
-    }
-    .instrument(span)
-    .await;
-    metrics::gauge!("pgchat_connections").decrement(1.0);
+    /// The deadline timer fired: something may be due.
+    Timer,
 }
 
 impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// A session for an upgraded connection. `slot` (the connection-limit permit) is
+    /// released when the session ends.
+    pub fn new(
+        ws: WebSocketStream<S>,
+        app: Arc<AppState>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        let conn_id = app.next_conn_id();
+        let queue = Arc::new(Outbound::new(app.config.outbound_queue));
+        let kill = app.shutdown.child_token();
+        let handle = Arc::new(SessionHandle::new(conn_id, queue, kill.clone()));
+        Session {
+            app,
+            ws,
+            handle,
+            kill,
+            identity: None,
+            rooms: HashSet::new(),
+            typing_sent: HashMap::new(),
+            strikes: 0,
+            strike_window: Instant::now(),
+            _slot: slot,
+        }
+    }
+
+    /// Runs the connection to its end. Built by [`Session::new`] first, not inside this
+    /// future: an async fn keeps its arguments for its whole life, so constructing the
+    /// session in here would lay out the stream twice in every connection's task.
+    pub async fn run(mut self, initial_token: Option<String>) {
+        metrics::gauge!("pgchat_connections").increment(1.0);
+        // Every log line of this connection carries its id.
+        let span = tracing::info_span!("conn", id = self.handle.conn_id);
+        self.run_in_span(initial_token).instrument(span).await;
+        metrics::gauge!("pgchat_connections").decrement(1.0);
+    }
+
+    async fn run_in_span(&mut self, initial_token: Option<String>) {
+        tracing::debug!("connected");
+        if let Some(token) = initial_token {
+            let _ = Box::pin(self.authenticate(None, &token)).await;
+        }
+        let queue = self.handle.queue().clone();
+        let code = self.event_loop(&queue).await;
+        queue.close();
+        Box::pin(self.close(code)).await;
+        Box::pin(self.cleanup()).await;
+        tracing::debug!(code, "disconnected");
+    }
+
     /// Runs until the connection ends; returns the close code to send (0: none).
     async fn event_loop(&mut self, queue: &Outbound) -> u16 {
         let config = &self.app.config;
-        let started = Instant::now();
-        let idle_timeout = config.idle_timeout();
-        let mut ping =
-            tokio::time::interval_at(started + config.ping_interval(), config.ping_interval());
-        let far = started + Duration::from_secs(86400 * 365);
-        // The deadlines and the kill switch are built once and reset, not rebuilt on every
+        let mut deadlines = Deadlines::new(
+            Instant::now(),
+            config.auth_timeout(),
+            config.idle_timeout(),
+            config.ping_interval(),
+        );
+        // The timer and the kill switch are built once and reset, not rebuilt on every
         // wake-up: a busy socket wakes once per batch of frames.
         let killed = self.kill.clone().cancelled_owned();
-        let auth_timeout = tokio::time::sleep_until(started + config.auth_timeout());
-        let token_expiry = tokio::time::sleep_until(far);
-        let idle = tokio::time::sleep_until(started + idle_timeout);
-        tokio::pin!(killed, auth_timeout, token_expiry, idle);
-        let mut expiry_of: Option<i64> = None;
+        let mut armed_for = deadlines.earliest();
+        let timer = tokio::time::sleep_until(armed_for);
+        tokio::pin!(killed, timer);
+        let mut fired = false;
+        let mut expiry_of: Option<Option<i64>> = None;
         loop {
-            let authed = self.identity.is_some();
-            let exp = self.identity.as_ref().and_then(|i| i.exp);
-            if exp != expiry_of {
-                token_expiry
-                    .as_mut()
-                    .reset(self.token_deadline().unwrap_or(far));
-                expiry_of = exp;
+            if let Some(identity) = &self.identity {
+                if expiry_of != Some(identity.exp) {
+                    expiry_of = Some(identity.exp);
+                    deadlines.authenticated(self.token_deadline());
+                }
+            }
+            let earliest = deadlines.earliest();
+            if fired || earliest < armed_for {
+                timer.as_mut().reset(earliest);
+                armed_for = earliest;
+                fired = false;
             }
             let wake = tokio::select! {
                 biased;
                 _ = killed.as_mut() => Wake::Killed,
                 batch = queue.pop_batch(WRITE_BATCH) => Wake::Outbound(batch),
                 m = self.ws.next() => Wake::Incoming(m),
-                _ = ping.tick() => Wake::Ping,
-                _ = auth_timeout.as_mut(), if !authed => Wake::AuthTimeout,
-                _ = token_expiry.as_mut(), if authed => Wake::TokenExpired,
-                _ = idle.as_mut() => Wake::Idle,
+                _ = timer.as_mut() => Wake::Timer,
             };
             let result = match wake {
                 Wake::Killed => return self.handle.close_code().unwrap_or(close::GOING_AWAY),
@@ -144,42 +160,46 @@ where
                 }
                 Wake::Incoming(Some(Err(_))) => return 0,
                 Wake::Incoming(Some(Ok(message))) => {
-                    idle.as_mut().reset(Instant::now() + idle_timeout);
+                    deadlines.heard_from_client(Instant::now());
                     match message {
                         // Boxed: command futures are large and short-lived; keeping them
                         // out of the connection's own future keeps idle sockets small.
                         Message::Text(text) => Box::pin(self.on_text(text.as_str())).await,
                         Message::Binary(_) => {
-                            self.send_error(
-                                None,
-                                FrameError::invalid("binary frames are not supported"),
-                            )
-                            .await
+                            let err = FrameError::invalid("binary frames are not supported");
+                            Box::pin(self.send_error(None, err)).await
                         }
                         Message::Close(_) => return 0,
                         _ => Ok(()),
                     }
                 }
-                Wake::Ping => {
-                    Box::pin(self.write_frames(frame_writer::PING, &[Utf8Bytes::default()])).await
+                Wake::Timer => {
+                    fired = true;
+                    match deadlines.take_due(Instant::now()) {
+                        None => Ok(()),
+                        Some(Due::Ping) => {
+                            let ping = [Utf8Bytes::default()];
+                            Box::pin(self.write_frames(frame_writer::PING, &ping)).await
+                        }
+                        Some(Due::AuthTimeout) => {
+                            let err = FrameError::new(
+                                ErrorCode::Unauthenticated,
+                                "no valid auth before the auth timeout",
+                            );
+                            let _ = Box::pin(self.send_error(None, err)).await;
+                            return close::AUTH_TIMEOUT;
+                        }
+                        Some(Due::TokenExpired) => {
+                            let err = FrameError::new(
+                                ErrorCode::TokenExpired,
+                                "token expired and was not refreshed",
+                            );
+                            let _ = Box::pin(self.send_error(None, err)).await;
+                            return close::TOKEN_EXPIRED;
+                        }
+                        Some(Due::Idle) => return close::IDLE_TIMEOUT,
+                    }
                 }
-                Wake::AuthTimeout => {
-                    let err = FrameError::new(
-                        ErrorCode::Unauthenticated,
-                        "no valid auth before the auth timeout",
-                    );
-                    let _ = self.send_error(None, err).await;
-                    return close::AUTH_TIMEOUT;
-                }
-                Wake::TokenExpired => {
-                    let err = FrameError::new(
-                        ErrorCode::TokenExpired,
-                        "token expired and was not refreshed",
-                    );
-                    let _ = self.send_error(None, err).await;
-                    return close::TOKEN_EXPIRED;
-                }
-                Wake::Idle => return close::IDLE_TIMEOUT,
             };
             if result.is_err() {
                 return self.handle.close_code().unwrap_or(0);
