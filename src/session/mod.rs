@@ -107,7 +107,9 @@ where
             let _ = Box::pin(self.authenticate(None, &token)).await;
         }
         let queue = self.handle.queue().clone();
-        let code = self.event_loop(&queue).await;
+        // Boxed: inline, the loop's state was laid out beside the other awaits' instead
+        // of over them (1.5 KB for this future instead of 0.1 KB + 0.7 KB in the box).
+        let code = Box::pin(self.event_loop(&queue)).await;
         queue.close();
         Box::pin(self.close(code)).await;
         Box::pin(self.cleanup()).await;
