@@ -123,6 +123,12 @@ pub async fn seed(
         .await
         .context("seeding memberships")?;
     }
+    // A seed grows these tables by orders of magnitude at once. Autovacuum would
+    // analyze them within a minute; until then the planner works from the old sizes
+    // (on a fresh database the first fanout ran at p50 247 ms instead of 4 ms).
+    db.batch_execute("analyze private.users, api.chat_rooms, api.room_members")
+        .await
+        .context("analyzing the seeded tables")?;
     let users = ids
         .iter()
         .enumerate()
