@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -50,6 +50,8 @@ pub struct Session<S> {
     pub(crate) typing_sent: HashMap<RoomId, Instant>,
     pub(crate) strikes: u32,
     strike_window: Instant,
+    /// A ping was read: tungstenite owes a pong, to be flushed before our next write.
+    pong_owed: bool,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -86,6 +88,7 @@ where
             typing_sent: HashMap::new(),
             strikes: 0,
             strike_window: Instant::now(),
+            pong_owed: false,
             _slot: slot,
         }
     }
@@ -172,6 +175,10 @@ where
                             Box::pin(self.send_error(None, err)).await
                         }
                         Message::Close(_) => return 0,
+                        Message::Ping(_) => {
+                            self.pong_owed = true;
+                            Ok(())
+                        }
                         _ => Ok(()),
                     }
                 }
@@ -229,22 +236,31 @@ where
         Box::pin(self.write_frames(frame_writer::TEXT, &batch)).await
     }
 
-    /// Writes frames with [`frame_writer`] after anything tungstenite still holds (a
-    /// pong), racing the kill switch and a timeout so a stuck peer cannot hold the
-    /// session.
+    /// Writes frames with [`frame_writer`], racing the kill switch and a timeout so a
+    /// stuck peer cannot hold the session.
     async fn write_frames(&mut self, opcode: u8, payloads: &[Utf8Bytes]) -> Result<(), Closed> {
-        let kill = self.kill.clone();
+        let flush_first = std::mem::take(&mut self.pong_owed);
         let ws = &mut self.ws;
         let write = async move {
-            ws.flush().await.map_err(std::io::Error::other)?;
+            if flush_first {
+                // tungstenite may still hold the pong it owes for a ping, perhaps half
+                // written: it must go out before any frame of ours.
+                ws.flush().await.map_err(std::io::Error::other)?;
+            }
             frame_writer::write_frames(ws.get_mut(), opcode, payloads).await
         };
+        tokio::pin!(write);
+        // Most writes complete at once (the socket buffer has room): those arm no timer
+        // and register with no kill switch.
+        if let Some(r) = write.as_mut().now_or_never() {
+            return r.map_err(|_| Closed);
+        }
         tokio::select! {
             r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
                 Ok(Ok(())) => Ok(()),
                 _ => Err(Closed),
             },
-            _ = kill.cancelled() => Err(Closed),
+            _ = self.kill.cancelled() => Err(Closed),
         }
     }
 
