@@ -76,9 +76,14 @@ end
 $$;
 
 -- Display names are shown beside messages; only the name, never email or hash.
+-- PL/pgSQL, not SQL: a SECURITY DEFINER SQL function is never inlined, so its body is
+-- parsed and planned again in every statement that calls it; PL/pgSQL keeps the plan
+-- for the connection's life. It runs for every presence change and typing event.
 create or replace function private.display_name(user_id bigint) returns text
-language sql stable security definer set search_path = private as $$
-  select name from private.users where id = user_id;
+language plpgsql stable security definer set search_path = private as $$
+begin
+  return (select u.name from private.users u where u.id = display_name.user_id);
+end
 $$;
 
 grant usage on schema private to anon, authenticated;

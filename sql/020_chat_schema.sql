@@ -62,11 +62,15 @@ create trigger chat_messages_assign_seq
 
 -- Membership test used by the RLS policies. SECURITY DEFINER so policies on
 -- room_members can ask about room_members without recursing into themselves.
+-- PL/pgSQL so its plan is kept per connection (see private.display_name): every join,
+-- message and history page runs it.
 create or replace function private.is_member(room bigint) returns boolean
-language sql stable security definer set search_path = api as $$
-  select exists (
-    select 1 from api.room_members
-     where room_id = room and user_id = api.current_user_id());
+language plpgsql stable security definer set search_path = api as $$
+begin
+  return exists (
+    select 1 from api.room_members m
+     where m.room_id = is_member.room and m.user_id = api.current_user_id());
+end
 $$;
 
 -- Functions in private are not for clients unless granted by name (040 grants

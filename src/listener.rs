@@ -54,6 +54,8 @@ impl Listener {
                 _ = cancel.cancelled() => break,
             };
             self.state.listening.store(false, Ordering::Release);
+            // Changes may be missed until LISTEN is back: no roster can be trusted.
+            self.hub.reset_rosters(false);
             match session {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => tracing::warn!(error = %e, "LISTEN connection failed"),
@@ -100,6 +102,8 @@ impl Listener {
             tracing::warn!(error = %e, "could not read role settings");
         }
         self.state.listening.store(true, Ordering::Release);
+        // From here on every presence change reaches us: rosters can be kept again.
+        self.hub.reset_rosters(true);
         if !first {
             tracing::info!("LISTEN re-established; catching up");
             self.catch_up_all().await;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError, RawJson};
-use crate::hub::UserId;
+use crate::hub::{Name, UserId};
 use crate::protocol::RoomId;
 
 /// A typing indicator not refreshed within this time ends by itself.
@@ -83,14 +83,24 @@ impl Presence {
             .await;
     }
 
-    /// The room's online users as JSON, with `me` included (my own arrival may still be
-    /// waiting in a batch).
-    pub async fn online(&self, room: RoomId, me: UserId) -> Result<RawJson, DbError> {
+    /// Who is online in the room now, according to PostgreSQL (all daemons).
+    pub async fn online_snapshot(&self, room: RoomId) -> Result<Vec<(UserId, Name)>, DbError> {
+        #[derive(serde::Deserialize)]
+        struct Online {
+            id: UserId,
+            name: Option<String>,
+        }
         let client = self.db.client().await?;
         let stmt = client
-            .prepare_cached("select pgchat.presence_online_with($1, $2)")
+            .prepare_cached("select pgchat.presence_online_with($1, null)")
             .await?;
-        Ok(client.query_one(&stmt, &[&room, &me]).await?.get(0))
+        let raw: RawJson = client.query_one(&stmt, &[&room]).await?.get(0);
+        let users: Vec<Online> = serde_json::from_str(&raw.0)
+            .map_err(|e| DbError::Unavailable(format!("malformed online list: {e}")))?;
+        Ok(users
+            .into_iter()
+            .map(|u| (u.id, u.name.map(Arc::from)))
+            .collect())
     }
 
     /// Writes queued changes in batches: whatever accumulated while the previous batch

@@ -179,6 +179,7 @@ impl Listener {
 
     /// A user's room-wide presence changed (announced once across all daemons).
     fn on_presence(&self, room: RoomId, user: i64, name: Option<&str>, online: bool) {
+        self.hub.presence_changed(room, user, name, online);
         if !online {
             self.stop_typing(room, user);
         }

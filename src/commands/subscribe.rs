@@ -1,5 +1,7 @@
 //! Joining and leaving a room's live stream on one socket.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -8,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{db_error, not_member, parse, Reply};
 use crate::db::DbError;
-use crate::hub::PresenceChange;
+use crate::hub::{online_json, Online, PresenceChange};
 use crate::protocol::{self, FrameError, RoomId};
 use crate::session::{Closed, Session};
 
@@ -69,11 +71,24 @@ where
         if change == PresenceChange::Arrived {
             self.app.presence.arrive(room_id, user).await;
         }
-        let online = self.app.presence.online(room_id, user).await;
-        let online = match online {
-            Ok(raw) => raw.0,
-            Err(e) => return self.abort_join(room_id, db_error(e)),
+        let users = match hub.online(room_id) {
+            Online::Known(users) => users,
+            Online::Load(load) => {
+                let snapshot = self.app.presence.online_snapshot(room_id).await;
+                hub.roster_loaded(room_id, load, snapshot.as_ref().ok().cloned());
+                match snapshot {
+                    Ok(users) => users,
+                    Err(e) => return self.abort_join(room_id, db_error(e)),
+                }
+            }
+            Online::Ask => match self.app.presence.online_snapshot(room_id).await {
+                Ok(users) => users,
+                Err(e) => return self.abort_join(room_id, db_error(e)),
+            },
         };
+        // Myself as my token names me, when no other socket of mine is listed yet.
+        let me_name = self.identity.as_ref().and_then(|i| i.name.as_deref());
+        let online = online_json(users, (user, me_name.map(Arc::from)));
         let joined = format!(
             "{{\"type\":\"joined\"{},\"roomId\":{room_id},\"lastSeq\":{last_seq},\"online\":{online}}}",
             r.map(|v| format!(",\"ref\":{v}")).unwrap_or_default()

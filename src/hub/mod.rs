@@ -8,7 +8,7 @@
 //! splice with no gap and no duplicate.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::outbound::{Outbound, PushError};
 use crate::protocol::{close, RoomId};
+
+mod roster;
+pub use roster::{online_json, Name};
+use roster::Roster;
 
 pub type ConnId = u64;
 pub type UserId = i64;
@@ -131,6 +135,8 @@ struct Room {
     /// Highest message seq this daemon has relayed for the room (see listener).
     cursor: Option<i64>,
     subscribers: HashMap<ConnId, Subscriber>,
+    /// Who is online here, once loaded (see `roster`).
+    roster: Option<Roster>,
 }
 
 impl Room {
@@ -147,6 +153,20 @@ pub struct Hub {
     // std Mutex: nothing awaits while it is held, and fan-out under it is short.
     rooms: Mutex<HashMap<RoomId, Room>>,
     users: Mutex<HashMap<UserId, HashMap<ConnId, Arc<SessionHandle>>>>,
+    /// Rosters are kept only while LISTEN is up (changed under the `rooms` lock).
+    rosters_on: AtomicBool,
+    /// Identifies each roster load, so a load overtaken by an invalidation is dropped.
+    roster_loads: AtomicU64,
+}
+
+/// Where a joining socket gets the room's online users from.
+pub enum Online {
+    /// The roster, copied out (add yourself: your arrival may still be on its way).
+    Known(Vec<(UserId, Name)>),
+    /// Nobody has loaded it: load it and hand it over with [`Hub::roster_loaded`].
+    Load(u64),
+    /// Being loaded, or LISTEN is down: ask PostgreSQL without keeping the answer.
+    Ask,
 }
 
 /// What a subscription change meant for the user's presence on this daemon.
@@ -268,6 +288,71 @@ impl Hub {
         } else {
             PresenceChange::Unchanged
         }
+    }
+
+    /// The room's online users, from memory when its roster is loaded.
+    pub fn online(&self, room_id: RoomId) -> Online {
+        let mut rooms = self.rooms.lock().unwrap();
+        if !self.rosters_on.load(Ordering::Acquire) {
+            return Online::Ask;
+        }
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return Online::Ask;
+        };
+        match &room.roster {
+            Some(roster) => match roster.users() {
+                Some(users) => Online::Known(
+                    users
+                        .iter()
+                        .map(|(id, name)| (*id, name.clone()))
+                        .collect(),
+                ),
+                None => Online::Ask,
+            },
+            None => {
+                let load = self.roster_loads.fetch_add(1, Ordering::Relaxed);
+                room.roster = Some(Roster::Loading {
+                    epoch: load,
+                    held: Vec::new(),
+                });
+                Online::Load(load)
+            }
+        }
+    }
+
+    /// A roster load finished: `Some(snapshot)`, or `None` when it failed.
+    pub fn roster_loaded(&self, room_id: RoomId, load: u64, snapshot: Option<Vec<(UserId, Name)>>) {
+        let mut rooms = self.rooms.lock().unwrap();
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return;
+        };
+        let installed = match (&mut room.roster, snapshot) {
+            (Some(roster), Some(snapshot)) => roster.finish_load(load, snapshot),
+            _ => false,
+        };
+        let ours_failed = !installed
+            && matches!(room.roster, Some(Roster::Loading { epoch, .. }) if epoch == load);
+        if ours_failed {
+            room.roster = None;
+        }
+    }
+
+    /// A user's room-wide presence changed (from a presence notification).
+    pub fn presence_changed(&self, room_id: RoomId, user: UserId, name: Option<&str>, online: bool) {
+        let mut rooms = self.rooms.lock().unwrap();
+        if let Some(roster) = rooms.get_mut(&room_id).and_then(|r| r.roster.as_mut()) {
+            roster.apply(user, name.map(Arc::from), online);
+        }
+    }
+
+    /// LISTEN is down (changes may be missed) or just came back: drop every roster, and
+    /// keep new ones only while `listening`.
+    pub fn reset_rosters(&self, listening: bool) {
+        let mut rooms = self.rooms.lock().unwrap();
+        for room in rooms.values_mut() {
+            room.roster = None;
+        }
+        self.rosters_on.store(listening, Ordering::Release);
     }
 
     /// Removes every socket of `user` from a room (membership ended elsewhere).

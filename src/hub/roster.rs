@@ -1,0 +1,130 @@
+//! Who is online in a room, kept in memory from presence notifications, so that a
+//! `joined` reply lists the room's online users without a query per join.
+//!
+//! Every daemon receives every presence change (one NOTIFY per batch, in commit order).
+//! A room's roster is loaded from PostgreSQL once, when a join finds none, and kept
+//! up to date from those notifications for as long as the room has sockets here.
+//! Changes that arrive while the load runs are held and applied on top of it: the
+//! load's snapshot reflects some prefix of the changes, the held ones are a suffix
+//! that starts no later, and a user's state is that of their last change, so applying
+//! the suffix again over the snapshot gives the present state.
+//!
+//! A lost LISTEN connection means changes were missed: every roster is dropped, and
+//! none is kept until LISTEN is back (joins then ask PostgreSQL, as before).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::UserId;
+
+/// A display name; shared, so that a join copies the roster out cheaply.
+pub type Name = Option<Arc<str>>;
+
+pub(super) enum Roster {
+    /// Being loaded by the join that holds `epoch`; changes wait here meanwhile.
+    Loading {
+        epoch: u64,
+        held: Vec<(UserId, Name, bool)>,
+    },
+    Ready(BTreeMap<UserId, Name>),
+}
+
+impl Roster {
+    pub(super) fn apply(&mut self, user: UserId, name: Name, online: bool) {
+        match self {
+            Roster::Loading { held, .. } => held.push((user, name, online)),
+            Roster::Ready(users) => {
+                if online {
+                    users.insert(user, name);
+                } else {
+                    users.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// The loaded snapshot with the held changes applied, if this is still the load
+    /// started at `epoch`.
+    pub(super) fn finish_load(&mut self, epoch: u64, snapshot: Vec<(UserId, Name)>) -> bool {
+        let Roster::Loading { epoch: e, held } = self else {
+            return false;
+        };
+        if *e != epoch {
+            return false;
+        }
+        let held = std::mem::take(held);
+        *self = Roster::Ready(snapshot.into_iter().collect());
+        for (user, name, online) in held {
+            self.apply(user, name, online);
+        }
+        true
+    }
+
+    pub(super) fn users(&self) -> Option<&BTreeMap<UserId, Name>> {
+        match self {
+            Roster::Ready(users) => Some(users),
+            Roster::Loading { .. } => None,
+        }
+    }
+}
+
+/// The `online` array of a `joined` reply: `users` plus `me` (whose own arrival may
+/// still be on its way), by id.
+pub fn online_json(users: Vec<(UserId, Name)>, me: (UserId, Name)) -> String {
+    let mut all: BTreeMap<UserId, Name> = users.into_iter().collect();
+    all.entry(me.0).or_insert(me.1);
+    let list: Vec<serde_json::Value> = all
+        .into_iter()
+        .map(|(id, name)| crate::protocol::user_json(id, name.as_deref()))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(r: &Roster) -> Vec<UserId> {
+        r.users().expect("ready").keys().copied().collect()
+    }
+
+    #[test]
+    fn changes_during_the_load_apply_over_the_snapshot() {
+        let mut r = Roster::Loading {
+            epoch: 7,
+            held: Vec::new(),
+        };
+        // Committed before the snapshot (already in it), delivered after the load began.
+        r.apply(1, Some("a".into()), true);
+        // Committed after the snapshot.
+        r.apply(2, Some("b".into()), false);
+        r.apply(3, Some("c".into()), true);
+        assert!(r.users().is_none(), "not ready while loading");
+        assert!(r.finish_load(7, vec![(1, Some("a".into())), (2, Some("b".into()))]));
+        assert_eq!(names(&r), [1, 3]);
+        r.apply(1, None, false);
+        assert_eq!(names(&r), [3]);
+    }
+
+    #[test]
+    fn a_stale_load_does_not_install() {
+        let mut r = Roster::Loading {
+            epoch: 2,
+            held: Vec::new(),
+        };
+        assert!(!r.finish_load(1, vec![(5, None)]));
+        assert!(r.users().is_none());
+    }
+
+    #[test]
+    fn online_json_adds_me_once_and_sorts() {
+        let n = |s: &str| Some(Arc::<str>::from(s));
+        let json = online_json(vec![(9, n("Zed")), (2, n("Bo"))], (5, n("Me")));
+        assert_eq!(
+            json,
+            r#"[{"id":2,"name":"Bo"},{"id":5,"name":"Me"},{"id":9,"name":"Zed"}]"#
+        );
+        let json = online_json(vec![(5, n("Stored"))], (5, n("Token")));
+        assert_eq!(json, r#"[{"id":5,"name":"Stored"}]"#);
+    }
+}
