@@ -21,7 +21,9 @@ async fn client_pings_are_answered_between_whole_frames() {
     // each as a well-formed frame.
     for n in 0..20u8 {
         let payload = vec![b'p', n];
-        a.ws.send(Message::Ping(payload.clone().into())).await.unwrap();
+        a.ws.send(Message::Ping(payload.clone().into()))
+            .await
+            .unwrap();
         a.send(json!({"type": "ping", "ref": n})).await;
         let mut got_pong = false;
         let mut got_reply = false;

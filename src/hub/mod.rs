@@ -18,8 +18,8 @@ use crate::outbound::{Outbound, PushError};
 use crate::protocol::{close, RoomId};
 
 mod roster;
-pub use roster::{online_json, Name};
 use roster::Roster;
+pub use roster::{online_json, Name};
 
 pub type ConnId = u64;
 pub type UserId = i64;
@@ -301,12 +301,9 @@ impl Hub {
         };
         match &room.roster {
             Some(roster) => match roster.users() {
-                Some(users) => Online::Known(
-                    users
-                        .iter()
-                        .map(|(id, name)| (*id, name.clone()))
-                        .collect(),
-                ),
+                Some(users) => {
+                    Online::Known(users.iter().map(|(id, name)| (*id, name.clone())).collect())
+                }
                 None => Online::Ask,
             },
             None => {
@@ -338,7 +335,13 @@ impl Hub {
     }
 
     /// A user's room-wide presence changed (from a presence notification).
-    pub fn presence_changed(&self, room_id: RoomId, user: UserId, name: Option<&str>, online: bool) {
+    pub fn presence_changed(
+        &self,
+        room_id: RoomId,
+        user: UserId,
+        name: Option<&str>,
+        online: bool,
+    ) {
         let mut rooms = self.rooms.lock().unwrap();
         if let Some(roster) = rooms.get_mut(&room_id).and_then(|r| r.roster.as_mut()) {
             roster.apply(user, name.map(Arc::from), online);
