@@ -6,8 +6,8 @@
 //! for the room). Here a batch goes out in one `writev` of (header, payload) pairs:
 //! nothing is copied and nothing stays allocated after the write.
 //!
-//! tungstenite still reads the connection and writes its own control replies (pong,
-//! close); the session flushes it before writing here, so frames never interleave.
+//! Every frame the server sends goes through here (replies, events, ping, pong, close),
+//! from the connection's own task, so frames never interleave.
 
 use std::io::{self, IoSlice};
 
@@ -15,8 +15,12 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Opcode of a text frame (RFC 6455 §5.2).
 pub const TEXT: u8 = 0x1;
+/// Opcode of a close frame.
+pub const CLOSE: u8 = 0x8;
 /// Opcode of a ping frame.
 pub const PING: u8 = 0x9;
+/// Opcode of a pong frame.
+pub const PONG: u8 = 0xA;
 
 /// iovecs per `writev`; well under the kernel's `UIO_MAXIOV` (1024).
 const MAX_SLICES: usize = 128;

@@ -15,8 +15,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
 use crate::server::AppState;
 
@@ -124,7 +122,8 @@ fn percent_decode(s: &str) -> String {
 /// state: the upgrade's (two stream types, handshake futures) would otherwise be laid
 /// out in every connection's task for its whole life, more than doubling it.
 fn spawn_session<S>(
-    ws: WebSocketStream<S>,
+    io: S,
+    early_bytes: Vec<u8>,
     state: Arc<AppState>,
     token: Option<String>,
     permit: Option<OwnedSemaphorePermit>,
@@ -132,7 +131,7 @@ fn spawn_session<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let tasks = state.tasks.clone();
-    tasks.spawn(crate::session::Session::new(ws, state, permit).run(token));
+    tasks.spawn(crate::session::Session::new(io, early_bytes, state, permit).run(token));
 }
 
 fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Response<Body> {
@@ -152,14 +151,6 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
     };
     let token = upgrade_token(&req);
     let permit = slot.lock().unwrap().take();
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(state.config.max_frame_bytes))
-        .max_frame_size(Some(state.config.max_frame_bytes))
-        // Small buffers: memory per idle connection matters more than peak read speed.
-        // tungstenite zero-fills the whole read buffer, so all of it is resident; it
-        // grows on demand for larger frames.
-        .read_buffer_size(512)
-        .write_buffer_size(0);
     // Only the upgrade handle goes into the connection's task: the request (headers
     // and all) is dropped now instead of living as long as the socket.
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -174,32 +165,14 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
         // allocation and indirection per socket.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                let stream = parts.io.into_inner();
                 // hyper's leftover read buffer is a view of its whole 8 KiB buffer: copy
                 // out what is in it and let the buffer go, or it lives as long as the socket.
                 let early_bytes = parts.read_buf.to_vec();
                 drop(parts.read_buf);
-                let ws = if early_bytes.is_empty() {
-                    WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await
-                } else {
-                    WebSocketStream::from_partially_read(
-                        stream,
-                        early_bytes,
-                        Role::Server,
-                        Some(ws_config),
-                    )
-                    .await
-                };
-                spawn_session(ws, state, token, permit);
+                spawn_session(parts.io.into_inner(), early_bytes, state, token, permit);
             }
             Err(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                spawn_session(ws, state, token, permit);
+                spawn_session(TokioIo::new(upgraded), Vec::new(), state, token, permit);
             }
         }
     });

@@ -13,6 +13,7 @@
 //! - `commands`    what each client frame does, as the user
 //! - [`hub`]       room → subscribers, fan-out over bounded queues
 //! - [`outbound`]  one socket's bounded queue of frames to write
+//! - [`frame_reader`] client frames off the socket, with no buffer kept while idle
 //! - [`frame_writer`] frames to the socket in one `writev`, without a retained buffer
 //! - [`listener`]  the dedicated LISTEN connection: reconnect, re-listen, catch up by seq
 //! - `relay`       notifications → hub events (messages, membership, presence, typing)
@@ -28,6 +29,7 @@ mod commands;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod frame_reader;
 pub mod frame_writer;
 pub mod http;
 pub mod hub;

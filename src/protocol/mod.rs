@@ -47,6 +47,8 @@ impl ErrorCode {
 /// Close codes for connections the server ends (documented in docs/protocol.md).
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const AUTH_TIMEOUT: u16 = 4000;

@@ -8,18 +8,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::auth::Identity;
+use crate::frame_reader::{FrameReader, Incoming, ReadError};
 use crate::frame_writer;
 use crate::hub::{PresenceChange, SessionHandle};
 use crate::outbound::Outbound;
@@ -40,7 +38,9 @@ pub struct Closed;
 
 pub struct Session<S> {
     pub(crate) app: Arc<AppState>,
-    pub(crate) ws: WebSocketStream<S>,
+    /// The upgraded connection; frames are read by `reader`, written by `frame_writer`.
+    io: S,
+    reader: FrameReader,
     pub(crate) handle: Arc<SessionHandle>,
     pub(crate) kill: CancellationToken,
     pub(crate) identity: Option<Identity>,
@@ -50,15 +50,13 @@ pub struct Session<S> {
     pub(crate) typing_sent: HashMap<RoomId, Instant>,
     pub(crate) strikes: u32,
     strike_window: Instant,
-    /// A ping was read: tungstenite owes a pong, to be flushed before our next write.
-    pong_owed: bool,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 enum Wake {
     Killed,
     Outbound(Vec<Utf8Bytes>),
-    Incoming(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Incoming(Option<Result<Incoming, ReadError>>),
     /// The deadline timer fired: something may be due.
     Timer,
 }
@@ -69,8 +67,10 @@ where
 {
     /// A session for an upgraded connection. `slot` (the connection-limit permit) is
     /// released when the session ends.
+    /// `early` are bytes the client sent right behind its upgrade request.
     pub fn new(
-        ws: WebSocketStream<S>,
+        io: S,
+        early: Vec<u8>,
         app: Arc<AppState>,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
@@ -78,9 +78,11 @@ where
         let queue = Arc::new(Outbound::new(app.config.outbound_queue));
         let kill = app.shutdown.child_token();
         let handle = Arc::new(SessionHandle::new(conn_id, queue, kill.clone()));
+        let reader = FrameReader::new(app.config.max_frame_bytes, early);
         Session {
             app,
-            ws,
+            io,
+            reader,
             handle,
             kill,
             identity: None,
@@ -88,7 +90,6 @@ where
             typing_sent: HashMap::new(),
             strikes: 0,
             strike_window: Instant::now(),
-            pong_owed: false,
             _slot: slot,
         }
     }
@@ -157,33 +158,38 @@ where
                 biased;
                 _ = killed.as_mut() => Wake::Killed,
                 batch = queue.pop_batch(WRITE_BATCH) => Wake::Outbound(batch),
-                m = self.ws.next() => Wake::Incoming(m),
+                m = std::future::poll_fn(|cx| self.reader.poll_next(&mut self.io, cx)) => {
+                    Wake::Incoming(m)
+                }
                 _ = timer.as_mut() => Wake::Timer,
             };
             let result = match wake {
                 Wake::Killed => return self.handle.close_code().unwrap_or(close::GOING_AWAY),
                 Wake::Outbound(batch) => self.write_batch(batch).await,
-                Wake::Incoming(None) => return 0,
-                Wake::Incoming(Some(Err(tungstenite::Error::Capacity(_)))) => {
-                    return close::MESSAGE_TOO_BIG
-                }
-                Wake::Incoming(Some(Err(_))) => return 0,
+                Wake::Incoming(None) | Wake::Incoming(Some(Err(ReadError::Io(_)))) => return 0,
+                Wake::Incoming(Some(Err(ReadError::TooBig(_)))) => return close::MESSAGE_TOO_BIG,
+                Wake::Incoming(Some(Err(ReadError::Protocol(_)))) => return close::PROTOCOL_ERROR,
+                Wake::Incoming(Some(Err(ReadError::InvalidUtf8))) => return close::INVALID_DATA,
                 Wake::Incoming(Some(Ok(message))) => {
                     deadlines.heard_from_client(Instant::now());
                     match message {
                         // Boxed: command futures are large and short-lived; keeping them
                         // out of the connection's own future keeps idle sockets small.
-                        Message::Text(text) => Box::pin(self.on_text(text.as_str())).await,
-                        Message::Binary(_) => {
+                        Incoming::Text(text) => Box::pin(self.on_text(&text)).await,
+                        Incoming::Binary => {
                             let err = FrameError::invalid("binary frames are not supported");
                             Box::pin(self.send_error(None, err)).await
                         }
-                        Message::Close(_) => return 0,
-                        Message::Ping(_) => {
-                            self.pong_owed = true;
-                            Ok(())
+                        Incoming::Ping(payload) => {
+                            Box::pin(self.write_frames(frame_writer::PONG, &[payload])).await
                         }
-                        _ => Ok(()),
+                        Incoming::Pong => Ok(()),
+                        Incoming::Close(code) => {
+                            // Echo the peer's close; the connection ends here.
+                            let echo = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
+                            let _ = Box::pin(self.write_frames(frame_writer::CLOSE, &[echo])).await;
+                            return 0;
+                        }
                     }
                 }
                 Wake::Timer => {
@@ -242,17 +248,11 @@ where
 
     /// Writes frames with [`frame_writer`], racing the kill switch and a timeout so a
     /// stuck peer cannot hold the session.
-    async fn write_frames(&mut self, opcode: u8, payloads: &[Utf8Bytes]) -> Result<(), Closed> {
-        let flush_first = std::mem::take(&mut self.pong_owed);
-        let ws = &mut self.ws;
-        let write = async move {
-            if flush_first {
-                // tungstenite may still hold the pong it owes for a ping, perhaps half
-                // written: it must go out before any frame of ours.
-                ws.flush().await.map_err(std::io::Error::other)?;
-            }
-            frame_writer::write_frames(ws.get_mut(), opcode, payloads).await
-        };
+    async fn write_frames<P>(&mut self, opcode: u8, payloads: &[P]) -> Result<(), Closed>
+    where
+        P: AsRef<[u8]> + Sync,
+    {
+        let write = frame_writer::write_frames(&mut self.io, opcode, payloads);
         tokio::pin!(write);
         // Most writes complete at once (the socket buffer has room): those arm no timer
         // and register with no kill switch.
@@ -307,21 +307,21 @@ where
             close::SLOW_CONSUMER => "client too slow to keep up",
             close::IDLE_TIMEOUT => "idle timeout",
             close::MESSAGE_TOO_BIG => "frame too large",
+            close::PROTOCOL_ERROR => "websocket protocol error",
+            close::INVALID_DATA => "text frame is not valid UTF-8",
             _ => "internal error",
         };
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
         // Send Close, then read until the peer's Close or a short timeout.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            self.ws.send(Message::Close(Some(frame))).await?;
-            while let Some(m) = self.ws.next().await {
-                if matches!(m?, Message::Close(_)) {
+            frame_writer::write_frames(&mut self.io, frame_writer::CLOSE, &[payload]).await?;
+            while let Some(m) = self.reader.next(&mut self.io).await {
+                if matches!(m, Ok(Incoming::Close(_)) | Err(_)) {
                     break;
                 }
             }
-            Ok::<(), tokio_tungstenite::tungstenite::Error>(())
+            self.io.shutdown().await
         })
         .await;
     }
