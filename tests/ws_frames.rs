@@ -1,4 +1,4 @@
-//! The frame layer over real sockets: pongs owed by the server's reader and frames
+//! The frame layer over real sockets: pongs and other frames
 //! written by pgchat's own writer never interleave; large frames (64-bit length form,
 //! many partial writes) arrive whole; the server pings on its interval.
 mod common;
@@ -106,4 +106,38 @@ async fn a_history_page_of_large_messages_arrives_whole() {
     // Frames after it are intact too.
     let pong = a.request(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong");
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_1002_and_bad_text_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+    let db = common::TestDb::new().await;
+    let (alice, _) = db.signup("alice@example.com", "Alice").await;
+    let server = TestServer::start(&db, &[]).await;
+
+    let mut a = Client::authed(&server.url(), alice).await;
+    let reserved = Frame::message(b"x".to_vec(), OpCode::Data(Data::Reserved(3)), true);
+    a.ws.send(Message::Frame(reserved)).await.unwrap();
+    assert_eq!(a.close_code(Duration::from_secs(5)).await, Some(1002));
+
+    let mut b = Client::authed(&server.url(), alice).await;
+    let not_utf8 = Frame::message(vec![b'{', 0xFF, 0xFE], OpCode::Data(Data::Text), true);
+    b.ws.send(Message::Frame(not_utf8)).await.unwrap();
+    assert_eq!(b.close_code(Duration::from_secs(5)).await, Some(1007));
+
+    // A message sent in fragments is reassembled and answered like any other.
+    let mut c = Client::authed(&server.url(), alice).await;
+    let text = br#"{"type":"ping","ref":"frag"}"#;
+    let (head, tail) = text.split_at(10);
+    let first = Frame::message(head.to_vec(), OpCode::Data(Data::Text), false);
+    let rest = Frame::message(tail.to_vec(), OpCode::Data(Data::Continue), true);
+    c.ws.send(Message::Frame(first)).await.unwrap();
+    c.ws.send(Message::Frame(rest)).await.unwrap();
+    let pong = c.recv().await;
+    assert_eq!(
+        (pong["type"].as_str(), pong["ref"].as_str()),
+        (Some("pong"), Some("frag"))
+    );
 }
