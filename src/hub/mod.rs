@@ -30,24 +30,26 @@ const MAX_PENDING: usize = 4096;
 /// The hub's way to reach one connection.
 pub struct SessionHandle {
     pub conn_id: ConnId,
-    queue: Arc<Outbound>,
+    /// Inline: one allocation per connection for the handle and its queue.
+    queue: Outbound,
     kill: CancellationToken,
     /// Close code chosen by whoever killed the session first.
     close_code: AtomicU16,
 }
 
 impl SessionHandle {
-    pub fn new(conn_id: ConnId, queue: Arc<Outbound>, kill: CancellationToken) -> Self {
+    /// A handle whose outbound queue holds up to `queue_capacity` frames.
+    pub fn new(conn_id: ConnId, queue_capacity: usize, kill: CancellationToken) -> Self {
         Self {
             conn_id,
-            queue,
+            queue: Outbound::new(queue_capacity),
             kill,
             close_code: AtomicU16::new(0),
         }
     }
 
     /// The connection's outbound queue (its session drains it).
-    pub fn queue(&self) -> &Arc<Outbound> {
+    pub fn queue(&self) -> &Outbound {
         &self.queue
     }
 
@@ -152,7 +154,8 @@ impl Room {
 pub struct Hub {
     // std Mutex: nothing awaits while it is held, and fan-out under it is short.
     rooms: Mutex<HashMap<RoomId, Room>>,
-    users: Mutex<HashMap<UserId, HashMap<ConnId, Arc<SessionHandle>>>>,
+    /// A user's sockets here: a handful at most, so a vector, not a table per user.
+    users: Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>>,
     /// Rosters are kept only while LISTEN is up (changed under the `rooms` lock).
     rosters_on: AtomicBool,
     /// Identifies each roster load, so a load overtaken by an invalidation is dropped.
@@ -191,13 +194,13 @@ impl Hub {
             .unwrap()
             .entry(user)
             .or_default()
-            .insert(handle.conn_id, handle);
+            .push(handle);
     }
 
     pub fn remove_user_socket(&self, user: UserId, conn: ConnId) {
         let mut users = self.users.lock().unwrap();
         if let Some(sockets) = users.get_mut(&user) {
-            sockets.remove(&conn);
+            sockets.retain(|h| h.conn_id != conn);
             if sockets.is_empty() {
                 users.remove(&user);
             }
@@ -207,7 +210,7 @@ impl Hub {
     /// Sends a frame to every socket of a user on this daemon.
     pub fn push_to_user(&self, user: UserId, frame: &Utf8Bytes, except: Option<ConnId>) {
         let users = self.users.lock().unwrap();
-        for handle in users.get(&user).into_iter().flat_map(|s| s.values()) {
+        for handle in users.get(&user).into_iter().flatten() {
             if Some(handle.conn_id) != except {
                 handle.push(frame.clone());
             }

@@ -2,16 +2,10 @@
 
 use super::*;
 
-fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<Outbound>) {
-    let queue = Arc::new(Outbound::new(cap));
-    (
-        Arc::new(SessionHandle::new(
-            conn,
-            queue.clone(),
-            CancellationToken::new(),
-        )),
-        queue,
-    )
+/// A handle, and a second reference to it for reading what was queued.
+fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<SessionHandle>) {
+    let h = Arc::new(SessionHandle::new(conn, cap, CancellationToken::new()));
+    (h.clone(), h)
 }
 
 fn msg(seq: i64) -> Event {
@@ -22,8 +16,9 @@ fn msg(seq: i64) -> Event {
     }
 }
 
-fn drain(rx: &mut Arc<Outbound>) -> Vec<String> {
-    rx.try_pop_all()
+fn drain(rx: &mut Arc<SessionHandle>) -> Vec<String> {
+    rx.queue()
+        .try_pop_all()
         .iter()
         .map(|f| f.as_str().to_owned())
         .collect()
