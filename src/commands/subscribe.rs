@@ -14,6 +14,22 @@ use crate::hub::{online_json, Online, PresenceChange};
 use crate::protocol::{self, FrameError, RoomId};
 use crate::session::{Closed, Session};
 
+/// How long a join waits for another join's roster load before asking PostgreSQL.
+const ROSTER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends a roster load as failed if it is dropped before finishing.
+struct RosterLoad<'a> {
+    hub: &'a crate::hub::Hub,
+    room: RoomId,
+    load: u64,
+}
+
+impl Drop for RosterLoad<'_> {
+    fn drop(&mut self) {
+        self.hub.roster_loaded(self.room, self.load, None);
+    }
+}
+
 /// Messages replayed per query when a client resumes with `since`.
 const REPLAY_PAGE: i32 = 1000;
 
@@ -71,17 +87,35 @@ where
         if change == PresenceChange::Arrived {
             self.app.presence.arrive(room_id, user).await;
         }
-        let users = match hub.online(room_id) {
+        let mut online = hub.online(room_id);
+        if let Online::Wait(load) = online {
+            // Joins that arrive together share the first one's load.
+            let _ = tokio::time::timeout(ROSTER_WAIT, load.acquire()).await;
+            online = match hub.online(room_id) {
+                Online::Wait(_) => Online::Ask,
+                other => other,
+            };
+        }
+        let users = match online {
             Online::Known(users) => users,
             Online::Load(load) => {
+                // Should this future be dropped mid-load, the guard ends the load, so
+                // joins waiting on it move on.
+                let guard = RosterLoad {
+                    hub: &hub,
+                    room: room_id,
+                    load,
+                };
                 let snapshot = self.app.presence.online_snapshot(room_id).await;
+                std::mem::forget(guard);
                 hub.roster_loaded(room_id, load, snapshot.as_ref().ok().cloned());
                 match snapshot {
                     Ok(users) => users,
                     Err(e) => return self.abort_join(room_id, db_error(e)),
                 }
             }
-            Online::Ask => match self.app.presence.online_snapshot(room_id).await {
+            Online::Ask | Online::Wait(_) => match self.app.presence.online_snapshot(room_id).await
+            {
                 Ok(users) => users,
                 Err(e) => return self.abort_join(room_id, db_error(e)),
             },

@@ -168,7 +168,10 @@ pub enum Online {
     Known(Vec<(UserId, Name)>),
     /// Nobody has loaded it: load it and hand it over with [`Hub::roster_loaded`].
     Load(u64),
-    /// Being loaded, or LISTEN is down: ask PostgreSQL without keeping the answer.
+    /// Another join is loading it: wait for `acquire` on this to fail (the load ended),
+    /// then ask again.
+    Wait(Arc<tokio::sync::Semaphore>),
+    /// LISTEN is down: ask PostgreSQL without keeping the answer.
     Ask,
 }
 
@@ -303,17 +306,16 @@ impl Hub {
             return Online::Ask;
         };
         match &room.roster {
-            Some(roster) => match roster.users() {
-                Some(users) => {
-                    Online::Known(users.iter().map(|(id, name)| (*id, name.clone())).collect())
-                }
-                None => Online::Ask,
-            },
+            Some(Roster::Ready(users)) => {
+                Online::Known(users.iter().map(|(id, name)| (*id, name.clone())).collect())
+            }
+            Some(Roster::Loading { done, .. }) => Online::Wait(done.clone()),
             None => {
                 let load = self.roster_loads.fetch_add(1, Ordering::Relaxed);
                 room.roster = Some(Roster::Loading {
                     epoch: load,
                     held: Vec::new(),
+                    done: Arc::new(tokio::sync::Semaphore::new(0)),
                 });
                 Online::Load(load)
             }
@@ -330,10 +332,14 @@ impl Hub {
             (Some(roster), Some(snapshot)) => roster.finish_load(load, snapshot),
             _ => false,
         };
-        let ours_failed = !installed
-            && matches!(room.roster, Some(Roster::Loading { epoch, .. }) if epoch == load);
-        if ours_failed {
-            room.roster = None;
+        if !installed {
+            if let Some(Roster::Loading { epoch, done, .. }) = &room.roster {
+                if *epoch == load {
+                    // Ours failed: let waiters ask PostgreSQL, and the next join retry.
+                    done.close();
+                    room.roster = None;
+                }
+            }
         }
     }
 
@@ -356,7 +362,9 @@ impl Hub {
     pub fn reset_rosters(&self, listening: bool) {
         let mut rooms = self.rooms.lock().unwrap();
         for room in rooms.values_mut() {
-            room.roster = None;
+            if let Some(Roster::Loading { done, .. }) = room.roster.take() {
+                done.close();
+            }
         }
         self.rosters_on.store(listening, Ordering::Release);
     }

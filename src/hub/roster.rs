@@ -21,10 +21,12 @@ use super::UserId;
 pub type Name = Option<Arc<str>>;
 
 pub(super) enum Roster {
-    /// Being loaded by the join that holds `epoch`; changes wait here meanwhile.
+    /// Being loaded by the join that holds `epoch`; changes wait here meanwhile, and so
+    /// do other joins: `done` is closed when the load ends, however it ends.
     Loading {
         epoch: u64,
         held: Vec<(UserId, Name, bool)>,
+        done: Arc<tokio::sync::Semaphore>,
     },
     Ready(BTreeMap<UserId, Name>),
 }
@@ -46,12 +48,18 @@ impl Roster {
     /// The loaded snapshot with the held changes applied, if this is still the load
     /// started at `epoch`.
     pub(super) fn finish_load(&mut self, epoch: u64, snapshot: Vec<(UserId, Name)>) -> bool {
-        let Roster::Loading { epoch: e, held } = self else {
+        let Roster::Loading {
+            epoch: e,
+            held,
+            done,
+        } = self
+        else {
             return false;
         };
         if *e != epoch {
             return false;
         }
+        done.close();
         let held = std::mem::take(held);
         *self = Roster::Ready(snapshot.into_iter().collect());
         for (user, name, online) in held {
@@ -60,6 +68,7 @@ impl Roster {
         true
     }
 
+    #[cfg(test)]
     pub(super) fn users(&self) -> Option<&BTreeMap<UserId, Name>> {
         match self {
             Roster::Ready(users) => Some(users),
@@ -93,6 +102,7 @@ mod tests {
         let mut r = Roster::Loading {
             epoch: 7,
             held: Vec::new(),
+            done: Arc::new(tokio::sync::Semaphore::new(0)),
         };
         // Committed before the snapshot (already in it), delivered after the load began.
         r.apply(1, Some("a".into()), true);
@@ -111,6 +121,7 @@ mod tests {
         let mut r = Roster::Loading {
             epoch: 2,
             held: Vec::new(),
+            done: Arc::new(tokio::sync::Semaphore::new(0)),
         };
         assert!(!r.finish_load(1, vec![(5, None)]));
         assert!(r.users().is_none());

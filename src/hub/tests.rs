@@ -91,3 +91,57 @@ fn skip_user_and_eviction() {
     assert!(!hub.is_subscribed(5, 2));
     assert!(hub.is_subscribed(5, 1));
 }
+
+fn online_ids(online: Online) -> Vec<UserId> {
+    match online {
+        Online::Known(users) => users.into_iter().map(|(id, _)| id).collect(),
+        _ => panic!("roster not ready"),
+    }
+}
+
+#[tokio::test]
+async fn joins_share_one_roster_load_and_follow_presence() {
+    let hub = Hub::new();
+    hub.reset_rosters(true);
+    let (a, _ra) = handle(1, 4);
+    hub.subscribe(5, 1, a);
+    let Online::Load(load) = hub.online(5) else {
+        panic!("the first join loads")
+    };
+    let Online::Wait(done) = hub.online(5) else {
+        panic!("a second join waits for that load")
+    };
+    // A change committed after the snapshot arrives while loading.
+    hub.presence_changed(5, 3, Some("Cy"), true);
+    hub.roster_loaded(5, load, Some(vec![(1, None), (2, Some("Bo".into()))]));
+    assert!(done.acquire().await.is_err(), "waiters are released");
+    assert_eq!(online_ids(hub.online(5)), [1, 2, 3]);
+    hub.presence_changed(5, 2, None, false);
+    assert_eq!(online_ids(hub.online(5)), [1, 3]);
+
+    // LISTEN lost: no roster is trusted or kept until it is back.
+    hub.reset_rosters(false);
+    assert!(matches!(hub.online(5), Online::Ask));
+    hub.reset_rosters(true);
+    assert!(matches!(hub.online(5), Online::Load(_)));
+}
+
+#[tokio::test]
+async fn a_failed_roster_load_releases_waiters_and_is_retried() {
+    let hub = Hub::new();
+    hub.reset_rosters(true);
+    let (a, _ra) = handle(1, 4);
+    hub.subscribe(5, 1, a);
+    let Online::Load(load) = hub.online(5) else {
+        panic!("the first join loads")
+    };
+    let Online::Wait(done) = hub.online(5) else {
+        panic!("waits")
+    };
+    hub.roster_loaded(5, load, None);
+    assert!(done.acquire().await.is_err());
+    assert!(
+        matches!(hub.online(5), Online::Load(_)),
+        "the next join loads again"
+    );
+}
