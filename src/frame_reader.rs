@@ -236,24 +236,8 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 mod tests {
     use super::*;
 
-    /// A masked client frame.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x11, 0x22, 0x33, 0x44];
-        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-        f
+        crate::frame_writer::masked_frame(opcode, fin, payload, [0x11, 0x22, 0x33, 0x44])
     }
 
     fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Incoming, String>> {

@@ -44,6 +44,21 @@ pub fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
     (h, used)
 }
 
+/// A client-to-server frame, masked with `mask` as RFC 6455 §5.3 requires of clients.
+/// The server never sends these; the bench and the tests of [`crate::frame_reader`] do.
+pub fn masked_frame(opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let (h, used) = header(opcode, payload.len());
+    let mut frame = Vec::with_capacity(used + 4 + payload.len());
+    frame.extend_from_slice(&h[..used]);
+    if !fin {
+        frame[0] &= 0x7F;
+    }
+    frame[1] |= 0x80;
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    frame
+}
+
 /// Writes each payload as one final frame of `opcode`, in order, in as few `writev`
 /// calls as the socket allows.
 pub async fn write_frames<W, P>(out: &mut W, opcode: u8, payloads: &[P]) -> io::Result<()>

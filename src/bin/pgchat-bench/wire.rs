@@ -131,22 +131,8 @@ impl Wire {
     }
 
     async fn send(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
-        let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x80 | opcode);
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
         let mask = self.next_mask();
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        let frame = pgchat::frame_writer::masked_frame(opcode, true, payload, mask);
         self.stream.write_all(&frame).await?;
         Ok(())
     }
