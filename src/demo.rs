@@ -53,8 +53,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         install_frontend(dir)?;
     }
     let tokens = demo_tokens(&config.database_url).await?;
-    let listener = tokio::net::TcpListener::bind((config.ws_host, config.ws_port))
-        .await
+    let listener = crate::server::bind((config.ws_host, config.ws_port).into())
         .with_context(|| format!("cannot listen on {}:{}", config.ws_host, config.ws_port))?;
     let port = listener.local_addr()?.port();
     println!("\npgchat demo is running. Open each link in its own browser window:\n");

@@ -113,8 +113,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if migrate {
                 pgchat::migrate::migrate(config.admin_url(), &database_settings(&config)?).await?;
             }
-            let listener = tokio::net::TcpListener::bind((config.ws_host, config.ws_port))
-                .await
+            let listener = pgchat::server::bind((config.ws_host, config.ws_port).into())
                 .with_context(|| {
                     format!("cannot listen on {}:{}", config.ws_host, config.ws_port)
                 })?;

@@ -87,3 +87,25 @@ async fn only_allowed_origins_may_open_a_socket() {
     Client::connect(&server.url()).await;
     server.stop().await;
 }
+
+/// A connection storm is queued by the kernel, not dropped: with the common backlog of
+/// 128, handshakes beyond it are lost and the client retries only after a 1 s SYN
+/// retransmit. Here 600 handshakes complete while nothing accepts yet.
+#[tokio::test]
+async fn the_listener_queues_a_connection_storm() {
+    let listener = pgchat::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let attempts = (0..600).map(|_| {
+        tokio::time::timeout(
+            Duration::from_millis(900),
+            tokio::net::TcpStream::connect(addr),
+        )
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let completed = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert_eq!(
+        completed, 600,
+        "every handshake completed without a retransmit"
+    );
+    drop(listener);
+}
