@@ -24,6 +24,8 @@ pub struct Outbound {
 struct Frames {
     queue: VecDeque<Utf8Bytes>,
     closed: bool,
+    /// Set by [`Outbound::interrupt`]: the consumer must look at its session's state.
+    interrupted: bool,
 }
 
 impl Outbound {
@@ -32,6 +34,7 @@ impl Outbound {
             frames: Mutex::new(Frames {
                 queue: VecDeque::new(),
                 closed: false,
+                interrupted: false,
             }),
             ready: Notify::new(),
             capacity: capacity.max(1),
@@ -55,12 +58,16 @@ impl Outbound {
     }
 
     /// Waits for frames and takes up to `max` of them, in a vector of exactly that size
-    /// (an idle socket keeps no batch buffer). Cancel-safe: frames are taken only in the
+    /// (an idle socket keeps no batch buffer); returns an empty vector once
+    /// [`Outbound::interrupt`] was called. Cancel-safe: frames are taken only in the
     /// poll that returns them.
     pub async fn pop_batch(&self, max: usize) -> Vec<Utf8Bytes> {
         loop {
             {
                 let mut frames = self.frames.lock().unwrap();
+                if frames.interrupted {
+                    return Vec::new();
+                }
                 if !frames.queue.is_empty() {
                     let n = frames.queue.len().min(max);
                     let batch: Vec<Utf8Bytes> = frames.queue.drain(..n).collect();
@@ -71,6 +78,24 @@ impl Outbound {
                     }
                     return batch;
                 }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Wakes the consumer for good: `pop_batch` returns at once from now on, and
+    /// [`Outbound::interrupted`] completes.
+    pub fn interrupt(&self) {
+        self.frames.lock().unwrap().interrupted = true;
+        self.ready.notify_one();
+    }
+
+    /// Completes once [`Outbound::interrupt`] was called. For a consumer that is busy
+    /// writing, not waiting in `pop_batch`; a push may wake it early, and it checks again.
+    pub async fn interrupted(&self) {
+        loop {
+            if self.frames.lock().unwrap().interrupted {
+                return;
             }
             self.ready.notified().await;
         }
@@ -106,6 +131,29 @@ mod tests {
         assert_eq!(all, ["a", "b", "c"]);
         q.close();
         assert_eq!(q.push("e".into()), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_wakes_a_waiting_or_writing_consumer() {
+        let q = std::sync::Arc::new(Outbound::new(4));
+        let waiting = {
+            let q = q.clone();
+            tokio::spawn(async move { q.pop_batch(4).await })
+        };
+        let writing = {
+            let q = q.clone();
+            tokio::spawn(async move { q.interrupted().await })
+        };
+        tokio::task::yield_now().await;
+        q.interrupt();
+        q.interrupt();
+        // One stored permit between two waiters: the interrupted() loop re-checks the flag.
+        let (batch, ()) = tokio::join!(async { waiting.await.unwrap() }, async {
+            writing.await.unwrap()
+        });
+        assert!(batch.is_empty());
+        q.push("late".into()).unwrap();
+        assert!(q.pop_batch(4).await.is_empty(), "stays interrupted");
     }
 
     #[tokio::test]

@@ -47,8 +47,11 @@ pub struct AppState {
     /// Per-user quota for chat writes and queries; `None` when RATE_LIMIT_PER_SEC=0.
     pub limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub listener: Arc<ListenerState>,
-    /// Cancelled on shutdown; every session's kill switch is a child of it.
+    /// Cancelled on shutdown (background tasks).
     pub shutdown: CancellationToken,
+    /// Becomes true on shutdown. Sessions watch this rather than a child token each: a
+    /// `watch` receiver is a shared pointer and its check is lock-free.
+    pub closing: tokio::sync::watch::Sender<bool>,
     pub tasks: TaskTracker,
     /// Bounds open connections; a permit is held for a connection's whole life.
     pub connection_slots: Arc<Semaphore>,
@@ -161,6 +164,7 @@ pub async fn run(
 
     tracing::info!("shutting down");
     state.shutdown.cancel();
+    state.closing.send_replace(true);
     state.tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), state.tasks.wait())
         .await
@@ -198,6 +202,7 @@ fn build_state(config: Config) -> Result<AppState, ServerError> {
         limiter,
         listener: Arc::new(ListenerState::default()),
         shutdown: CancellationToken::new(),
+        closing: tokio::sync::watch::Sender::new(false),
         tasks: TaskTracker::new(),
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
         metrics: crate::metrics::handle(),

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_util::sync::CancellationToken;
 
 use crate::outbound::{Outbound, PushError};
 use crate::protocol::{close, RoomId};
@@ -32,18 +31,16 @@ pub struct SessionHandle {
     pub conn_id: ConnId,
     /// Inline: one allocation per connection for the handle and its queue.
     queue: Outbound,
-    kill: CancellationToken,
     /// Close code chosen by whoever killed the session first.
     close_code: AtomicU16,
 }
 
 impl SessionHandle {
     /// A handle whose outbound queue holds up to `queue_capacity` frames.
-    pub fn new(conn_id: ConnId, queue_capacity: usize, kill: CancellationToken) -> Self {
+    pub fn new(conn_id: ConnId, queue_capacity: usize) -> Self {
         Self {
             conn_id,
             queue: Outbound::new(queue_capacity),
-            kill,
             close_code: AtomicU16::new(0),
         }
     }
@@ -80,7 +77,8 @@ impl SessionHandle {
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        self.kill.cancel();
+        // The session sees the code when its queue wakes it (no per-socket token).
+        self.queue.interrupt();
         first
     }
 

@@ -13,7 +13,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::auth::Identity;
@@ -58,7 +57,8 @@ pub struct Session<S> {
     io: S,
     reader: FrameReader,
     pub(crate) handle: Arc<SessionHandle>,
-    pub(crate) kill: CancellationToken,
+    /// Becomes true when the daemon shuts down.
+    closing: tokio::sync::watch::Receiver<bool>,
     pub(crate) identity: Option<Identity>,
     /// Rooms this socket joined (the hub may have evicted some since).
     pub(crate) rooms: JoinedRooms,
@@ -91,19 +91,15 @@ where
         slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
         let conn_id = app.next_conn_id();
-        let kill = app.shutdown.child_token();
-        let handle = Arc::new(SessionHandle::new(
-            conn_id,
-            app.config.outbound_queue,
-            kill.clone(),
-        ));
+        let handle = Arc::new(SessionHandle::new(conn_id, app.config.outbound_queue));
+        let closing = app.closing.subscribe();
         let reader = FrameReader::new(app.config.max_frame_bytes, early);
         Session {
             app,
             io,
             reader,
             handle,
-            kill,
+            closing,
             identity: None,
             rooms: JoinedRooms::default(),
             typing_sent: HashMap::new(),
@@ -152,15 +148,22 @@ where
             config.idle_timeout(),
             config.ping_interval(),
         );
-        // The timer and the kill switch are built once and reset, not rebuilt on every
-        // wake-up: a busy socket wakes once per batch of frames.
-        let killed = self.kill.clone().cancelled_owned();
+        // The timer is built once and reset, not rebuilt on every wake-up: a busy socket
+        // wakes once per batch of frames.
         let mut armed_for = deadlines.earliest();
         let timer = tokio::time::sleep_until(armed_for);
-        tokio::pin!(killed, timer);
+        tokio::pin!(timer);
+        let mut closing = self.closing.clone();
         let mut fired = false;
         let mut expiry_of: Option<Option<i64>> = None;
         loop {
+            // Killed (slow consumer, rate limit…: the queue woke us) or shutting down.
+            if let Some(code) = self.handle.close_code() {
+                return code;
+            }
+            if *closing.borrow_and_update() {
+                return close::GOING_AWAY;
+            }
             if let Some(identity) = &self.identity {
                 if expiry_of != Some(identity.exp) {
                     expiry_of = Some(identity.exp);
@@ -175,7 +178,7 @@ where
             }
             let wake = tokio::select! {
                 biased;
-                _ = killed.as_mut() => Wake::Killed,
+                _ = closing.changed() => Wake::Killed,
                 batch = queue.pop_batch(WRITE_BATCH) => Wake::Outbound(batch),
                 m = std::future::poll_fn(|cx| self.reader.poll_next(&mut self.io, cx)) => {
                     Wake::Incoming(m)
@@ -184,6 +187,7 @@ where
             };
             let result = match wake {
                 Wake::Killed => return self.handle.close_code().unwrap_or(close::GOING_AWAY),
+                Wake::Outbound(batch) if batch.is_empty() => Ok(()), // interrupted: see top
                 Wake::Outbound(batch) => self.write_batch(batch).await,
                 Wake::Incoming(None) | Wake::Incoming(Some(Err(ReadError::Io(_)))) => return 0,
                 Wake::Incoming(Some(Err(ReadError::TooBig(_)))) => return close::MESSAGE_TOO_BIG,
@@ -283,7 +287,8 @@ where
                 Ok(Ok(())) => Ok(()),
                 _ => Err(Closed),
             },
-            _ = self.kill.cancelled() => Err(Closed),
+            _ = self.handle.queue().interrupted() => Err(Closed),
+            _ = self.closing.wait_for(|closing| *closing) => Err(Closed),
         }
     }
 
