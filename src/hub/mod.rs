@@ -18,7 +18,7 @@ use crate::protocol::{close, RoomId};
 
 mod roster;
 use roster::Roster;
-pub use roster::{online_json, Name};
+pub use roster::{online_json, Name, Online};
 
 pub type ConnId = u64;
 pub type UserId = i64;
@@ -160,19 +160,6 @@ pub struct Hub {
     roster_loads: AtomicU64,
 }
 
-/// Where a joining socket gets the room's online users from.
-pub enum Online {
-    /// The roster, copied out (add yourself: your arrival may still be on its way).
-    Known(Vec<(UserId, Name)>),
-    /// Nobody has loaded it: load it and hand it over with [`Hub::roster_loaded`].
-    Load(u64),
-    /// Another join is loading it: wait for `acquire` on this to fail (the load ended),
-    /// then ask again.
-    Wait(Arc<tokio::sync::Semaphore>),
-    /// LISTEN is down: ask PostgreSQL without keeping the answer.
-    Ask,
-}
-
 /// What a subscription change meant for the user's presence on this daemon.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PresenceChange {
@@ -292,79 +279,6 @@ impl Hub {
         } else {
             PresenceChange::Unchanged
         }
-    }
-
-    /// The room's online users, from memory when its roster is loaded.
-    pub fn online(&self, room_id: RoomId) -> Online {
-        let mut rooms = self.rooms.lock().unwrap();
-        if !self.rosters_on.load(Ordering::Acquire) {
-            return Online::Ask;
-        }
-        let Some(room) = rooms.get_mut(&room_id) else {
-            return Online::Ask;
-        };
-        match &room.roster {
-            Some(Roster::Ready(users)) => {
-                Online::Known(users.iter().map(|(id, name)| (*id, name.clone())).collect())
-            }
-            Some(Roster::Loading { done, .. }) => Online::Wait(done.clone()),
-            None => {
-                let load = self.roster_loads.fetch_add(1, Ordering::Relaxed);
-                room.roster = Some(Roster::Loading {
-                    epoch: load,
-                    held: Vec::new(),
-                    done: Arc::new(tokio::sync::Semaphore::new(0)),
-                });
-                Online::Load(load)
-            }
-        }
-    }
-
-    /// A roster load finished: `Some(snapshot)`, or `None` when it failed.
-    pub fn roster_loaded(&self, room_id: RoomId, load: u64, snapshot: Option<Vec<(UserId, Name)>>) {
-        let mut rooms = self.rooms.lock().unwrap();
-        let Some(room) = rooms.get_mut(&room_id) else {
-            return;
-        };
-        let installed = match (&mut room.roster, snapshot) {
-            (Some(roster), Some(snapshot)) => roster.finish_load(load, snapshot),
-            _ => false,
-        };
-        if !installed {
-            if let Some(Roster::Loading { epoch, done, .. }) = &room.roster {
-                if *epoch == load {
-                    // Ours failed: let waiters ask PostgreSQL, and the next join retry.
-                    done.close();
-                    room.roster = None;
-                }
-            }
-        }
-    }
-
-    /// A user's room-wide presence changed (from a presence notification).
-    pub fn presence_changed(
-        &self,
-        room_id: RoomId,
-        user: UserId,
-        name: Option<&str>,
-        online: bool,
-    ) {
-        let mut rooms = self.rooms.lock().unwrap();
-        if let Some(roster) = rooms.get_mut(&room_id).and_then(|r| r.roster.as_mut()) {
-            roster.apply(user, name.map(Arc::from), online);
-        }
-    }
-
-    /// LISTEN is down (changes may be missed) or just came back: drop every roster, and
-    /// keep new ones only while `listening`.
-    pub fn reset_rosters(&self, listening: bool) {
-        let mut rooms = self.rooms.lock().unwrap();
-        for room in rooms.values_mut() {
-            if let Some(Roster::Loading { done, .. }) = room.roster.take() {
-                done.close();
-            }
-        }
-        self.rosters_on.store(listening, Ordering::Release);
     }
 
     /// Removes every socket of `user` from a room (membership ended elsewhere).

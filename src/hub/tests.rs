@@ -99,8 +99,9 @@ fn online_ids(online: Online) -> Vec<UserId> {
     }
 }
 
-#[tokio::test]
-async fn joins_share_one_roster_load_and_follow_presence() {
+/// A hub with LISTEN up and room 5 joined by user 1, whose roster a first join has
+/// started loading and a second join waits for: (hub, the load, the waiter's signal).
+fn room_being_loaded() -> (Hub, u64, Arc<tokio::sync::Semaphore>) {
     let hub = Hub::new();
     hub.reset_rosters(true);
     let (a, _ra) = handle(1, 4);
@@ -111,6 +112,12 @@ async fn joins_share_one_roster_load_and_follow_presence() {
     let Online::Wait(done) = hub.online(5) else {
         panic!("a second join waits for that load")
     };
+    (hub, load, done)
+}
+
+#[tokio::test]
+async fn joins_share_one_roster_load_and_follow_presence() {
+    let (hub, load, done) = room_being_loaded();
     // A change committed after the snapshot arrives while loading.
     hub.presence_changed(5, 3, Some("Cy"), true);
     hub.roster_loaded(5, load, Some(vec![(1, None), (2, Some("Bo".into()))]));
@@ -128,16 +135,7 @@ async fn joins_share_one_roster_load_and_follow_presence() {
 
 #[tokio::test]
 async fn a_failed_roster_load_releases_waiters_and_is_retried() {
-    let hub = Hub::new();
-    hub.reset_rosters(true);
-    let (a, _ra) = handle(1, 4);
-    hub.subscribe(5, 1, a);
-    let Online::Load(load) = hub.online(5) else {
-        panic!("the first join loads")
-    };
-    let Online::Wait(done) = hub.online(5) else {
-        panic!("waits")
-    };
+    let (hub, load, done) = room_being_loaded();
     hub.roster_loaded(5, load, None);
     assert!(done.acquire().await.is_err());
     assert!(
