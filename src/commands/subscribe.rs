@@ -10,12 +10,39 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{db_error, not_member, parse, Reply};
 use crate::db::DbError;
-use crate::hub::{online_json, Online, PresenceChange};
+use crate::hub::{online_json, Name, Online, PresenceChange, UserId};
 use crate::protocol::{self, FrameError, RoomId};
+use crate::server::AppState;
 use crate::session::{Closed, Session};
 
 /// How long a join waits for another join's roster load before asking PostgreSQL.
 const ROSTER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Who is online in the room: from the hub's roster, loading it if nobody has, or
+/// from PostgreSQL while it cannot be kept (see `hub::roster`).
+async fn online_users(app: &AppState, room: RoomId) -> Result<Vec<(UserId, Name)>, DbError> {
+    let hub = &app.hub;
+    let presence = &app.presence;
+    let mut online = hub.online(room);
+    if let Online::Wait(load) = online {
+        // Joins that arrive together share the first one's load.
+        let _ = tokio::time::timeout(ROSTER_WAIT, load.acquire()).await;
+        online = match hub.online(room) {
+            Online::Wait(_) => Online::Ask,
+            other => other,
+        };
+    }
+    match online {
+        Online::Known(users) => Ok(users),
+        Online::Load(load) => {
+            let guard = RosterLoad { hub, room, load };
+            let snapshot = presence.online_snapshot(room).await;
+            guard.finish(snapshot.as_ref().ok().cloned());
+            snapshot
+        }
+        Online::Ask | Online::Wait(_) => presence.online_snapshot(room).await,
+    }
+}
 
 /// Ends a roster load as failed if it is dropped before finishing.
 struct RosterLoad<'a> {
@@ -24,6 +51,16 @@ struct RosterLoad<'a> {
     load: u64,
 }
 
+impl RosterLoad<'_> {
+    /// Hands the load's result (`None`: it failed) to the hub.
+    fn finish(self, snapshot: Option<Vec<(UserId, Name)>>) {
+        self.hub.roster_loaded(self.room, self.load, snapshot);
+        std::mem::forget(self);
+    }
+}
+
+/// Should the joining future be dropped mid-load, the load ends as failed, so joins
+/// waiting on it move on.
 impl Drop for RosterLoad<'_> {
     fn drop(&mut self) {
         self.hub.roster_loaded(self.room, self.load, None);
@@ -87,38 +124,9 @@ where
         if change == PresenceChange::Arrived {
             self.app.presence.arrive(room_id, user).await;
         }
-        let mut online = hub.online(room_id);
-        if let Online::Wait(load) = online {
-            // Joins that arrive together share the first one's load.
-            let _ = tokio::time::timeout(ROSTER_WAIT, load.acquire()).await;
-            online = match hub.online(room_id) {
-                Online::Wait(_) => Online::Ask,
-                other => other,
-            };
-        }
-        let users = match online {
-            Online::Known(users) => users,
-            Online::Load(load) => {
-                // Should this future be dropped mid-load, the guard ends the load, so
-                // joins waiting on it move on.
-                let guard = RosterLoad {
-                    hub: &hub,
-                    room: room_id,
-                    load,
-                };
-                let snapshot = self.app.presence.online_snapshot(room_id).await;
-                std::mem::forget(guard);
-                hub.roster_loaded(room_id, load, snapshot.as_ref().ok().cloned());
-                match snapshot {
-                    Ok(users) => users,
-                    Err(e) => return self.abort_join(room_id, db_error(e)),
-                }
-            }
-            Online::Ask | Online::Wait(_) => match self.app.presence.online_snapshot(room_id).await
-            {
-                Ok(users) => users,
-                Err(e) => return self.abort_join(room_id, db_error(e)),
-            },
+        let users = match online_users(&self.app, room_id).await {
+            Ok(users) => users,
+            Err(e) => return self.abort_join(room_id, db_error(e)),
         };
         // Myself as my token names me, when no other socket of mine is listed yet.
         let me_name = self.identity.as_ref().and_then(|i| i.name.as_deref());

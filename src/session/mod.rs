@@ -70,7 +70,8 @@ pub struct Session<S> {
 }
 
 enum Wake {
-    Killed,
+    /// Killed or shutting down: the checks at the top of the loop end it.
+    Ended,
     Outbound(Vec<Utf8Bytes>),
     Incoming(Option<Result<Incoming, ReadError>>),
     /// The deadline timer fired: something may be due.
@@ -81,9 +82,9 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// A session for an upgraded connection. `slot` (the connection-limit permit) is
-    /// released when the session ends.
-    /// `early` are bytes the client sent right behind its upgrade request.
+    /// A session for an upgraded connection. `early` are bytes the client sent right
+    /// behind its upgrade request; `slot` (the connection-limit permit) is released when
+    /// the session ends.
     pub fn new(
         io: S,
         early: Vec<u8>,
@@ -178,16 +179,19 @@ where
             }
             let wake = tokio::select! {
                 biased;
-                _ = closing.changed() => Wake::Killed,
-                batch = queue.pop_batch(WRITE_BATCH) => Wake::Outbound(batch),
+                _ = closing.changed() => Wake::Ended,
+                // An empty batch: the queue was interrupted by a kill.
+                batch = queue.pop_batch(WRITE_BATCH) => match batch.is_empty() {
+                    true => Wake::Ended,
+                    false => Wake::Outbound(batch),
+                },
                 m = std::future::poll_fn(|cx| self.reader.poll_next(&mut self.io, cx)) => {
                     Wake::Incoming(m)
                 }
                 _ = timer.as_mut() => Wake::Timer,
             };
             let result = match wake {
-                Wake::Killed => return self.handle.close_code().unwrap_or(close::GOING_AWAY),
-                Wake::Outbound(batch) if batch.is_empty() => Ok(()), // interrupted: see top
+                Wake::Ended => continue,
                 Wake::Outbound(batch) => self.write_batch(batch).await,
                 Wake::Incoming(None) | Wake::Incoming(Some(Err(ReadError::Io(_)))) => return 0,
                 Wake::Incoming(Some(Err(ReadError::TooBig(_)))) => return close::MESSAGE_TOO_BIG,
