@@ -16,7 +16,15 @@ async fn health_readiness_and_metrics() {
     assert_eq!(server.get("/readyz").await.0, 200);
     let mut c = Client::authed(&server.url(), alice).await;
     c.request(json!({"type": "create_room", "name": "m"})).await;
-    let (status, body) = server.get("/metrics").await;
+    // The room's NOTIFY reaches the listener after the reply: wait for it to be counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (status, body) = loop {
+        let (status, body) = server.get("/metrics").await;
+        if body.contains("pgchat_notifications_total") || tokio::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status, 200);
     for name in [
         "pgchat_connections",
