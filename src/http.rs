@@ -123,6 +123,7 @@ fn percent_decode(s: &str) -> String {
 /// out in every connection's task for its whole life, more than doubling it.
 fn spawn_session<S>(
     io: S,
+    fd: Option<std::os::fd::RawFd>,
     early_bytes: Vec<u8>,
     state: Arc<AppState>,
     token: Option<String>,
@@ -131,7 +132,7 @@ fn spawn_session<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let tasks = state.tasks.clone();
-    tasks.spawn(crate::session::Session::new(io, early_bytes, state, permit).run(token));
+    tasks.spawn(crate::session::Session::new(io, fd, early_bytes, state, permit).run(token));
 }
 
 fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Response<Body> {
@@ -169,10 +170,19 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
                 // out what is in it and let the buffer go, or it lives as long as the socket.
                 let early_bytes = parts.read_buf.to_vec();
                 drop(parts.read_buf);
-                spawn_session(parts.io.into_inner(), early_bytes, state, token, permit);
+                let stream = parts.io.into_inner();
+                let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                spawn_session(stream, fd, early_bytes, state, token, permit);
             }
             Err(upgraded) => {
-                spawn_session(TokioIo::new(upgraded), Vec::new(), state, token, permit);
+                spawn_session(
+                    TokioIo::new(upgraded),
+                    None,
+                    Vec::new(),
+                    state,
+                    token,
+                    permit,
+                );
             }
         }
     });

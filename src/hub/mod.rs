@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::outbound::{Outbound, PushError};
+use crate::outbound::{Outbound, PushError, Queued};
 use crate::protocol::{close, RoomId};
 
 mod roster;
@@ -36,11 +36,12 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// A handle whose outbound queue holds up to `queue_capacity` frames.
-    pub fn new(conn_id: ConnId, queue_capacity: usize) -> Self {
+    /// A handle whose outbound queue holds up to `queue_capacity` frames; `fd` is the
+    /// socket's descriptor when fan-outs may write to it directly (see `outbound`).
+    pub fn new(conn_id: ConnId, queue_capacity: usize, fd: Option<std::os::fd::RawFd>) -> Self {
         Self {
             conn_id,
-            queue: Outbound::new(queue_capacity),
+            queue: Outbound::new(queue_capacity, fd),
             close_code: AtomicU16::new(0),
         }
     }
@@ -57,17 +58,39 @@ impl SessionHandle {
                 metrics::counter!("pgchat_deliveries_total").increment(1);
                 true
             }
-            Err(PushError::Full) => {
-                if self.kill(close::SLOW_CONSUMER) {
-                    metrics::counter!("pgchat_slow_consumer_kicks_total").increment(1);
-                    tracing::info!(
-                        conn = self.conn_id,
-                        "outbound queue full: closing slow consumer"
-                    );
-                }
+            Err(e) => {
+                self.refused(e);
                 false
             }
-            Err(PushError::Closed) => false,
+        }
+    }
+
+    /// Queues a frame of a room's fan-out (counted by the caller). `Some(true)`: the
+    /// socket was idle, and the caller must call [`SessionHandle::flush`] once it holds
+    /// no hub lock. `None`: refused (closed, or full and now being closed).
+    fn push_fanout(&self, frame: Utf8Bytes) -> Option<bool> {
+        match self.queue.push_fanout(frame) {
+            Ok(queued) => Some(queued == Queued::FlushPromised),
+            Err(e) => {
+                self.refused(e);
+                None
+            }
+        }
+    }
+
+    /// Writes what [`SessionHandle::push_fanout`] promised, from the caller's thread.
+    fn flush(&self) {
+        self.queue.flush();
+    }
+
+    /// A refused push: a full queue closes the connection as too slow.
+    fn refused(&self, error: PushError) {
+        if error == PushError::Full && self.kill(close::SLOW_CONSUMER) {
+            metrics::counter!("pgchat_slow_consumer_kicks_total").increment(1);
+            tracing::info!(
+                conn = self.conn_id,
+                "outbound queue full: closing slow consumer"
+            );
         }
     }
 
@@ -343,6 +366,7 @@ impl Hub {
     /// Delivers an event to a room's subscribers. Message events (with seq) advance the
     /// room's cursor and are skipped for subscribers whose floor already covers them.
     pub fn deliver(&self, room_id: RoomId, event: Event) -> usize {
+        let mut to_flush = Vec::new();
         let mut rooms = self.rooms.lock().unwrap();
         let Some(room) = rooms.get_mut(&room_id) else {
             return 0;
@@ -369,10 +393,22 @@ impl Hub {
                 }
                 sub.floor = seq;
             }
-            if sub.handle.push(event.frame.clone()) {
-                delivered += 1;
+            match sub.handle.push_fanout(event.frame.clone()) {
+                Some(true) => {
+                    delivered += 1;
+                    to_flush.push(sub.handle.clone());
+                }
+                Some(false) => delivered += 1,
+                None => {}
             }
         }
+        // Queued in order under the lock; written outside it, so joins and other rooms'
+        // events do not wait for this room's syscalls.
+        drop(rooms);
+        for handle in &to_flush {
+            handle.flush();
+        }
+        metrics::counter!("pgchat_deliveries_total").increment(delivered as u64);
         delivered
     }
 

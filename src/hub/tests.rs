@@ -4,7 +4,7 @@ use super::*;
 
 /// A handle, and a second reference to it for reading what was queued.
 fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<SessionHandle>) {
-    let h = Arc::new(SessionHandle::new(conn, cap));
+    let h = Arc::new(SessionHandle::new(conn, cap, None));
     (h.clone(), h)
 }
 

@@ -19,7 +19,7 @@ use crate::auth::Identity;
 use crate::frame_reader::{FrameReader, Incoming, ReadError};
 use crate::frame_writer;
 use crate::hub::{PresenceChange, SessionHandle};
-use crate::outbound::Outbound;
+use crate::outbound::{Batch, Outbound};
 use crate::protocol::{self, close, ErrorCode, FrameError, RoomId};
 use crate::server::AppState;
 use deadlines::{Deadlines, Due};
@@ -44,6 +44,14 @@ impl JoinedRooms {
 
     pub(crate) fn remove(&mut self, room: &RoomId) {
         self.0.retain(|r| r != room);
+    }
+}
+
+impl<S> Drop for Session<S> {
+    /// Closes the queue before the socket is dropped, on every path (a panic included):
+    /// fan-outs write to the descriptor directly and must never reach a reused number.
+    fn drop(&mut self) {
+        self.handle.queue().close();
     }
 }
 
@@ -72,7 +80,7 @@ pub struct Session<S> {
 enum Wake {
     /// Killed or shutting down: the checks at the top of the loop end it.
     Ended,
-    Outbound(Vec<Utf8Bytes>),
+    Outbound(Batch),
     Incoming(Option<Result<Incoming, ReadError>>),
     /// The deadline timer fired: something may be due.
     Timer,
@@ -82,17 +90,19 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// A session for an upgraded connection. `early` are bytes the client sent right
+    /// A session for an upgraded connection. `fd` is its descriptor when `io` is a plain
+    /// socket that fan-outs may write to directly; `early` are bytes the client sent right
     /// behind its upgrade request; `slot` (the connection-limit permit) is released when
     /// the session ends.
     pub fn new(
         io: S,
+        fd: Option<std::os::fd::RawFd>,
         early: Vec<u8>,
         app: Arc<AppState>,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
         let conn_id = app.next_conn_id();
-        let handle = Arc::new(SessionHandle::new(conn_id, app.config.outbound_queue));
+        let handle = Arc::new(SessionHandle::new(conn_id, app.config.outbound_queue, fd));
         let closing = app.closing.subscribe();
         let reader = FrameReader::new(app.config.max_frame_bytes, early);
         Session {
@@ -134,8 +144,8 @@ where
         // Boxed: inline, the loop's state was laid out beside the other awaits' instead
         // of over them (1.5 KB for this future instead of 0.1 KB + 0.7 KB in the box).
         let code = Box::pin(self.event_loop(handle.queue())).await;
-        handle.queue().close();
-        Box::pin(self.close(code)).await;
+        let rest = handle.queue().close();
+        Box::pin(self.close(code, rest)).await;
         Box::pin(self.cleanup()).await;
         tracing::debug!(code, "disconnected");
     }
@@ -267,19 +277,46 @@ where
         }
     }
 
-    async fn write_batch(&mut self, batch: Vec<Utf8Bytes>) -> Result<(), Closed> {
+    /// Writes what [`Outbound::pop_batch`] took; the session stops being the writer after.
+    async fn write_batch(&mut self, batch: Batch) -> Result<(), Closed> {
         // Boxed: the write's state (timer, iovecs) lives only while writing, not in
         // every idle connection's future.
-        Box::pin(self.write_frames(frame_writer::TEXT, &batch)).await
+        let r = Box::pin(self.write_out(batch.rest, frame_writer::TEXT, &batch.frames)).await;
+        self.handle.queue().end_write();
+        r
     }
 
-    /// Writes frames with [`frame_writer`], racing the kill switch and a timeout so a
-    /// stuck peer cannot hold the session.
+    /// Writes frames of the session's own (replies, ping, pong, close) as the socket's
+    /// writer: a fan-out's direct write cannot slip in between.
     async fn write_frames<P>(&mut self, opcode: u8, payloads: &[P]) -> Result<(), Closed>
     where
         P: AsRef<[u8]> + Sync,
     {
-        let write = frame_writer::write_frames(&mut self.io, opcode, payloads);
+        let rest = self.handle.queue().begin_write();
+        let r = self.write_out(rest, opcode, payloads).await;
+        self.handle.queue().end_write();
+        r
+    }
+
+    /// Writes the rest of a frame a direct write began, then frames with
+    /// [`frame_writer`], racing the kill switch and a timeout so a stuck peer cannot
+    /// hold the session.
+    async fn write_out<P>(
+        &mut self,
+        rest: Option<Box<[u8]>>,
+        opcode: u8,
+        payloads: &[P],
+    ) -> Result<(), Closed>
+    where
+        P: AsRef<[u8]> + Sync,
+    {
+        let io = &mut self.io;
+        let write = async move {
+            if let Some(rest) = rest {
+                io.write_all(&rest).await?;
+            }
+            frame_writer::write_frames(io, opcode, payloads).await
+        };
         tokio::pin!(write);
         // Most writes complete at once (the socket buffer has room): those arm no timer
         // and register with no kill switch.
@@ -323,7 +360,9 @@ where
         true
     }
 
-    async fn close(&mut self, code: u16) {
+    /// Sends a Close frame with `code` (none for 0) after `rest`, the unsent part of a
+    /// frame a direct write began, and waits briefly for the peer's Close.
+    async fn close(&mut self, code: u16, rest: Option<Box<[u8]>>) {
         if code == 0 {
             return;
         }
@@ -343,6 +382,9 @@ where
         payload.extend_from_slice(reason.as_bytes());
         // Send Close, then read until the peer's Close or a short timeout.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if let Some(rest) = rest {
+                self.io.write_all(&rest).await?;
+            }
             frame_writer::write_frames(&mut self.io, frame_writer::CLOSE, &[payload]).await?;
             while let Some(m) = self.reader.next(&mut self.io).await {
                 if matches!(m, Ok(Incoming::Close(_)) | Err(_)) {

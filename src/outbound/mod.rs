@@ -1,0 +1,387 @@
+//! One socket's outbound queue: bounded in frames, never blocks a producer, and holds no
+//! memory while idle (a channel would keep its first block allocated for the socket's
+//! whole life, and blocks from the largest burst after it).
+//!
+//! Two writers share a socket, one at a time: its session's task, and a room's fan-out.
+//! When a fan-out queues a frame into an idle plain-TCP socket (nothing queued, nobody
+//! writing), the producer writes it itself with one non-blocking `sendmsg` once it holds
+//! no hub lock ([`Outbound::flush`]), instead of waking the socket's task to do it: in a
+//! room of 5,000, a wake, poll and re-park per delivery was a fifth of the daemon's CPU.
+//! What a direct write cannot finish (the socket buffer is full) stays here, and the
+//! session is woken to finish it with ordinary readiness-driven writes.
+
+mod direct;
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError {
+    Full,
+    Closed,
+}
+
+/// What a fan-out push left to its producer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// The session writes it (it was woken, or is writing and looks again after).
+    BySession,
+    /// The socket was idle: the producer must call [`Outbound::flush`], holding no lock.
+    FlushPromised,
+}
+
+pub struct Outbound {
+    // std Mutex: held only to move frames in or out, or for one non-blocking write of an
+    // idle socket; never across an await.
+    frames: Mutex<Frames>,
+    ready: Notify,
+    capacity: usize,
+    /// The socket's descriptor for direct writes, or -1 (not a plain socket). Used only
+    /// under the `frames` lock while not `closed`: the session closes the queue before it
+    /// drops the socket, so a descriptor number reused by a later connection is never
+    /// written to.
+    fd: RawFd,
+}
+
+struct Frames {
+    queue: VecDeque<Utf8Bytes>,
+    /// The unsent bytes of a frame a direct write sent in part: they go out first.
+    rest: Option<Box<[u8]>>,
+    closed: bool,
+    /// Set by [`Outbound::interrupt`]: the consumer must look at its session's state.
+    interrupted: bool,
+    /// A producer queued into an idle socket and will call [`Outbound::flush`].
+    flush_promised: bool,
+    /// The session is writing: nobody else may until it is done.
+    session_writing: bool,
+}
+
+/// What the session takes to write, in this order.
+#[derive(Default)]
+pub struct Batch {
+    /// The rest of a frame a direct write began (raw bytes, header included).
+    pub rest: Option<Box<[u8]>>,
+    pub frames: Vec<Utf8Bytes>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_none() && self.frames.is_empty()
+    }
+}
+
+impl Outbound {
+    /// A queue of up to `capacity` frames; `fd` is the socket's descriptor when the
+    /// transport is a plain socket that fan-outs may write to directly.
+    pub fn new(capacity: usize, fd: Option<RawFd>) -> Self {
+        Self {
+            frames: Mutex::new(Frames {
+                queue: VecDeque::new(),
+                rest: None,
+                closed: false,
+                interrupted: false,
+                flush_promised: false,
+                session_writing: false,
+            }),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+            fd: fd.unwrap_or(-1),
+        }
+    }
+
+    /// Queues a frame and wakes the session to write it.
+    pub fn push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
+        self.frames.lock().unwrap().enqueue(frame, self.capacity)?;
+        // One consumer: a stored permit covers a push that lands before it waits.
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues a frame of a fan-out. Into an idle socket it promises a direct write
+    /// instead of waking the session: the caller must then call [`Outbound::flush`].
+    pub fn push_fanout(&self, frame: Utf8Bytes) -> Result<Queued, PushError> {
+        let mut frames = self.frames.lock().unwrap();
+        frames.enqueue(frame, self.capacity)?;
+        if frames.flush_promised || frames.session_writing {
+            // The promised flush, or the session once done, takes this frame too.
+            return Ok(Queued::BySession);
+        }
+        let idle = frames.queue.len() == 1 && frames.rest.is_none() && !frames.interrupted;
+        if idle && self.fd >= 0 {
+            frames.flush_promised = true;
+            return Ok(Queued::FlushPromised);
+        }
+        drop(frames);
+        self.ready.notify_one();
+        Ok(Queued::BySession)
+    }
+
+    /// Keeps a [`Queued::FlushPromised`]: writes what is queued straight into the socket,
+    /// and wakes the session for whatever the socket would not take now. Does nothing if
+    /// the session took the frames first.
+    pub fn flush(&self) {
+        let mut frames = self.frames.lock().unwrap();
+        if !std::mem::take(&mut frames.flush_promised) {
+            return;
+        }
+        if frames.closed || frames.interrupted || frames.session_writing {
+            return;
+        }
+        let Frames { queue, rest, .. } = &mut *frames;
+        direct::write(self.fd, rest, queue);
+        let left = !frames.queue.is_empty() || frames.rest.is_some();
+        if frames.queue.is_empty() {
+            frames.queue = VecDeque::new();
+        }
+        drop(frames);
+        if left {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits for something to write and takes it: a partly written frame's rest and up
+    /// to `max` frames, in a vector of exactly that size (an idle socket keeps no batch
+    /// buffer). From then on the session is the writer until [`Outbound::end_write`].
+    /// Returns an empty batch once [`Outbound::interrupt`] was called. Cancel-safe:
+    /// frames are taken only in the poll that returns them.
+    pub async fn pop_batch(&self, max: usize) -> Batch {
+        loop {
+            {
+                let mut frames = self.frames.lock().unwrap();
+                if frames.interrupted {
+                    return Batch::default();
+                }
+                if frames.rest.is_some() || !frames.queue.is_empty() {
+                    let n = frames.queue.len().min(max);
+                    let batch = Batch {
+                        rest: frames.rest.take(),
+                        frames: frames.queue.drain(..n).collect(),
+                    };
+                    if frames.queue.is_empty() {
+                        // An idle socket holds no queue memory; a busy one reallocates
+                        // once per batch, which costs far less than its write syscall.
+                        frames.queue = VecDeque::new();
+                    }
+                    // A promised flush finds nothing left to do.
+                    frames.flush_promised = false;
+                    frames.session_writing = true;
+                    return batch;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Makes the session the writer for a frame of its own (a reply, ping or close);
+    /// returns the rest of a partly written frame, which must go out first.
+    pub fn begin_write(&self) -> Option<Box<[u8]>> {
+        let mut frames = self.frames.lock().unwrap();
+        frames.session_writing = true;
+        frames.rest.take()
+    }
+
+    /// The session is done writing. Frames queued meanwhile were not announced: the
+    /// session looks at the queue before it waits again.
+    pub fn end_write(&self) {
+        self.frames.lock().unwrap().session_writing = false;
+    }
+
+    /// Wakes the consumer for good: `pop_batch` returns at once from now on, and
+    /// [`Outbound::interrupted`] completes.
+    pub fn interrupt(&self) {
+        self.frames.lock().unwrap().interrupted = true;
+        self.ready.notify_one();
+    }
+
+    /// Completes once [`Outbound::interrupt`] was called. For a consumer that is busy
+    /// writing, not waiting in `pop_batch`; a push may wake it early, and it checks again.
+    pub async fn interrupted(&self) {
+        loop {
+            if self.frames.lock().unwrap().interrupted {
+                return;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuses further frames and drops queued ones (the connection is ending). Must be
+    /// called before the socket is closed: no direct write happens after it. Returns the
+    /// unsent part of a frame a direct write began, which must precede a Close frame.
+    pub fn close(&self) -> Option<Box<[u8]>> {
+        let mut frames = self.frames.lock().unwrap();
+        frames.closed = true;
+        frames.queue = VecDeque::new();
+        frames.rest.take()
+    }
+
+    /// Frames queued now, without waiting.
+    pub fn try_pop_all(&self) -> Vec<Utf8Bytes> {
+        self.frames.lock().unwrap().queue.drain(..).collect()
+    }
+}
+
+impl Frames {
+    fn enqueue(&mut self, frame: Utf8Bytes, capacity: usize) -> Result<(), PushError> {
+        if self.closed {
+            return Err(PushError::Closed);
+        }
+        if self.queue.len() >= capacity {
+            return Err(PushError::Full);
+        }
+        self.queue.push_back(frame);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_ordered_and_closable() {
+        let q = Outbound::new(3, None);
+        for f in ["a", "b", "c"] {
+            q.push(f.into()).unwrap();
+        }
+        assert_eq!(q.push("d".into()), Err(PushError::Full));
+        let first = q.pop_batch(2).await;
+        let second = q.pop_batch(10).await;
+        let all: Vec<&str> = first
+            .frames
+            .iter()
+            .chain(&second.frames)
+            .map(|f| f.as_str())
+            .collect();
+        assert_eq!(all, ["a", "b", "c"]);
+        q.close();
+        assert_eq!(q.push("e".into()), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_wakes_a_waiting_or_writing_consumer() {
+        let q = std::sync::Arc::new(Outbound::new(4, None));
+        let waiting = {
+            let q = q.clone();
+            tokio::spawn(async move { q.pop_batch(4).await })
+        };
+        let writing = {
+            let q = q.clone();
+            tokio::spawn(async move { q.interrupted().await })
+        };
+        tokio::task::yield_now().await;
+        q.interrupt();
+        q.interrupt();
+        // One stored permit between two waiters: the interrupted() loop re-checks the flag.
+        let (batch, ()) = tokio::join!(async { waiting.await.unwrap() }, async {
+            writing.await.unwrap()
+        });
+        assert!(batch.is_empty());
+        q.push("late".into()).unwrap();
+        assert!(q.pop_batch(4).await.is_empty(), "stays interrupted");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_consumer_wakes_on_push() {
+        let q = std::sync::Arc::new(Outbound::new(4, None));
+        let consumer = {
+            let q = q.clone();
+            tokio::spawn(async move { q.pop_batch(4).await })
+        };
+        tokio::task::yield_now().await;
+        q.push("x".into()).unwrap();
+        assert_eq!(consumer.await.unwrap().frames[0].as_str(), "x");
+    }
+
+    /// A socket pair whose first end the queue may write to directly.
+    fn direct_queue() -> (
+        Outbound,
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        use std::os::fd::AsRawFd;
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        (Outbound::new(8, Some(ours.as_raw_fd())), ours, peer)
+    }
+
+    fn received(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        use std::io::Read;
+        let mut buf = vec![0; 1 << 16];
+        match peer.read(&mut buf) {
+            Ok(n) => buf[..n].to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn frame(text: &str) -> Vec<u8> {
+        let (h, n) = crate::frame_writer::header(crate::frame_writer::TEXT, text.len());
+        [&h[..n], text.as_bytes()].concat()
+    }
+
+    #[test]
+    fn a_fanout_into_an_idle_socket_is_written_by_its_producer() {
+        let (q, _ours, mut peer) = direct_queue();
+        assert_eq!(q.push_fanout("a".into()), Ok(Queued::FlushPromised));
+        // Until the promise is kept, later frames ride along with it.
+        assert_eq!(q.push_fanout("b".into()), Ok(Queued::BySession));
+        assert!(received(&mut peer).is_empty());
+        q.flush();
+        assert_eq!(received(&mut peer), [frame("a"), frame("b")].concat());
+        assert!(q.try_pop_all().is_empty());
+        // A second flush (nothing promised) writes nothing.
+        q.flush();
+        assert!(received(&mut peer).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_session_writing_or_closing_keeps_producers_off_the_socket() {
+        let (q, _ours, mut peer) = direct_queue();
+        assert_eq!(q.push_fanout("a".into()), Ok(Queued::FlushPromised));
+        // The session took the frame before the producer flushed: the promise lapses.
+        let batch = q.pop_batch(8).await;
+        assert_eq!(batch.frames.len(), 1);
+        q.flush();
+        assert_eq!(
+            q.push_fanout("b".into()),
+            Ok(Queued::BySession),
+            "session writing"
+        );
+        q.end_write();
+        assert!(received(&mut peer).is_empty());
+        assert_eq!(q.pop_batch(8).await.frames[0].as_str(), "b");
+        q.end_write();
+
+        assert_eq!(q.push_fanout("c".into()), Ok(Queued::FlushPromised));
+        q.close();
+        q.flush();
+        assert!(
+            received(&mut peer).is_empty(),
+            "no direct write after close"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_direct_write_the_socket_cannot_finish_is_left_to_the_session() {
+        let (q, _ours, mut peer) = direct_queue();
+        let big = "y".repeat(1 << 20);
+        assert_eq!(q.push_fanout(big.clone().into()), Ok(Queued::FlushPromised));
+        q.flush();
+        let mut got = Vec::new();
+        loop {
+            let chunk = received(&mut peer);
+            if chunk.is_empty() {
+                break;
+            }
+            got.extend(chunk);
+        }
+        // The session is woken with the unsent bytes, which complete the frame.
+        let batch = q.pop_batch(8).await;
+        assert!(batch.frames.is_empty());
+        got.extend_from_slice(&batch.rest.expect("the unsent part"));
+        assert_eq!(got, frame(&big));
+    }
+}
