@@ -27,6 +27,9 @@ use crate::protocol::{self, RoomId};
 const CATCH_UP_PAGE: i32 = 500;
 /// Notifications buffered between the socket and the dispatcher.
 const NOTIFY_BUFFER: usize = 8192;
+/// Notifications relayed before the hub's queued frames are written, when more are
+/// already waiting: far below a socket's queue capacity, so a burst cannot fill one.
+const FLUSH_EVERY: usize = 16;
 
 /// Shared with /readyz: true while LISTEN is established.
 #[derive(Default)]
@@ -107,14 +110,24 @@ impl Listener {
         if !first {
             tracing::info!("LISTEN re-established; catching up");
             self.catch_up_all().await;
+            self.hub.flush();
             self.reannounce_presence().await;
         }
+        let mut unflushed = 0;
         while let Some(n) = rx.recv().await {
             metrics::counter!("pgchat_notifications_total").increment(1);
             if let Err(e) = self.dispatch(n.payload()).await {
                 tracing::warn!(error = %e, "could not relay a notification");
             }
+            // Write at once when nothing else is waiting; in a burst, once per few
+            // notifications, so each socket gets them in one write.
+            unflushed += 1;
+            if rx.is_empty() || unflushed >= FLUSH_EVERY {
+                self.hub.flush();
+                unflushed = 0;
+            }
         }
+        self.hub.flush();
         forward.abort();
         drop(client);
         Ok(())

@@ -217,6 +217,7 @@ pub async fn expire_typing(hub: Arc<Hub>, typing: Arc<TypingTracker>, cancel: Ca
         for (room, user, name) in typing.expire(Instant::now()) {
             hub.deliver(room, typing_event(room, user, name.as_deref(), false));
         }
+        hub.flush();
     }
 }
 

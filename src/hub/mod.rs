@@ -177,6 +177,8 @@ pub struct Hub {
     rooms: Mutex<HashMap<RoomId, Room>>,
     /// A user's sockets here: a handful at most, so a vector, not a table per user.
     users: Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>>,
+    /// Idle sockets that fan-outs queued frames into, to be written by [`Hub::flush`].
+    unflushed: Mutex<Vec<Arc<SessionHandle>>>,
     /// Rosters are kept only while LISTEN is up (changed under the `rooms` lock).
     rosters_on: AtomicBool,
     /// Identifies each roster load, so a load overtaken by an invalidation is dropped.
@@ -365,6 +367,7 @@ impl Hub {
 
     /// Delivers an event to a room's subscribers. Message events (with seq) advance the
     /// room's cursor and are skipped for subscribers whose floor already covers them.
+    /// Frames for idle sockets are only queued: [`Hub::flush`] writes them.
     pub fn deliver(&self, room_id: RoomId, event: Event) -> usize {
         let mut to_flush = Vec::new();
         let mut rooms = self.rooms.lock().unwrap();
@@ -402,14 +405,26 @@ impl Hub {
                 None => {}
             }
         }
-        // Queued in order under the lock; written outside it, so joins and other rooms'
-        // events do not wait for this room's syscalls.
         drop(rooms);
-        for handle in &to_flush {
-            handle.flush();
+        if !to_flush.is_empty() {
+            self.unflushed.lock().unwrap().append(&mut to_flush);
         }
         metrics::counter!("pgchat_deliveries_total").increment(delivered as u64);
         delivered
+    }
+
+    /// Writes the frames that deliveries since the last flush queued into idle sockets,
+    /// one `sendmsg` per socket, from the caller's thread and outside the room lock.
+    ///
+    /// Whoever calls [`Hub::deliver`] must call this soon after: the listener does after
+    /// each notification, or after a few when more are already waiting, so a burst
+    /// (a thousand joins announcing presence) reaches each socket in a few writes
+    /// instead of one per event.
+    pub fn flush(&self) {
+        let handles = std::mem::take(&mut *self.unflushed.lock().unwrap());
+        for handle in &handles {
+            handle.flush();
+        }
     }
 
     pub fn room_count(&self) -> usize {

@@ -143,3 +143,32 @@ async fn a_failed_roster_load_releases_waiters_and_is_retried() {
         "the next join loads again"
     );
 }
+
+#[test]
+fn fanouts_into_idle_sockets_are_written_on_flush_once_per_socket() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let hub = Hub::new();
+    let h = Arc::new(SessionHandle::new(1, 16, Some(ours.as_raw_fd())));
+    hub.subscribe(10, 7, h.clone());
+    hub.activate(10, 1, 0);
+    hub.deliver(10, msg(1));
+    hub.deliver(10, Event::to_all("typing".into()));
+    let mut buf = [0u8; 64];
+    assert!(
+        peer.read(&mut buf).is_err(),
+        "nothing written before the flush"
+    );
+    hub.flush();
+    let n = peer.read(&mut buf).unwrap();
+    // Both frames, in order, in one write: 0x81 <len> <payload> each.
+    assert_eq!(&buf[..n], b"\x81\x02m1\x81\x06typing");
+    assert!(h.queue().try_pop_all().is_empty());
+    hub.flush();
+    assert!(
+        peer.read(&mut buf).is_err(),
+        "a flush writes each frame once"
+    );
+}
