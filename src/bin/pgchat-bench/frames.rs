@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 pub fn unix_nanos() -> u64 {
     SystemTime::now()
@@ -58,27 +59,21 @@ pub fn parse_payload(text: &str) -> Option<Payload> {
     })
 }
 
-/// A server frame, reduced to the fields the bench looks at.
+/// A server frame, reduced to the fields the bench looks at. `message` is kept raw and
+/// read only when needed: an object in `message` frames, a string in `error` frames
+/// (an untagged enum would buffer every frame's value to try each shape).
 #[derive(Debug, Deserialize)]
 pub struct Incoming<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
     #[serde(rename = "roomId", default)]
     pub room_id: Option<i64>,
-    /// An object for `message` frames, a string for `error` frames.
     #[serde(default, borrow)]
-    pub message: Option<MessageField<'a>>,
+    message: Option<&'a RawValue>,
     #[serde(rename = "ref", default)]
     pub reference: Option<serde_json::Value>,
     #[serde(default, borrow)]
     pub code: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum MessageField<'a> {
-    Row(#[serde(borrow)] MessageRow<'a>),
-    Text(#[serde(borrow)] Cow<'a, str>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,8 +86,8 @@ pub struct MessageRow<'a> {
     pub message: Cow<'a, str>,
 }
 
-impl Incoming<'_> {
-    pub fn parse(text: &str) -> Option<Incoming<'_>> {
+impl<'a> Incoming<'a> {
+    pub fn parse(text: &'a str) -> Option<Incoming<'a>> {
         serde_json::from_str(text).ok()
     }
 
@@ -105,17 +100,18 @@ impl Incoming<'_> {
         }
     }
 
+    /// An error frame's `message` text.
+    pub fn error_text(&self) -> Option<String> {
+        serde_json::from_str(self.message?.get()).ok()
+    }
+
     /// For a delivered chat message: (room, seq if the server sends one, text).
-    pub fn delivery(&self) -> Option<(i64, Option<i64>, &str)> {
+    pub fn delivery(&self) -> Option<(i64, Option<i64>, Cow<'a, str>)> {
         if self.kind != "message" {
             return None;
         }
-        match self.message.as_ref()? {
-            MessageField::Row(row) => {
-                Some((self.room_id.or(row.room_id)?, row.seq, row.message.as_ref()))
-            }
-            MessageField::Text(_) => None,
-        }
+        let row: MessageRow<'a> = serde_json::from_str(self.message?.get()).ok()?;
+        Some((self.room_id.or(row.room_id)?, row.seq, row.message))
     }
 }
 
@@ -155,14 +151,14 @@ mod tests {
         let text = r#"{"type":"message","roomId":5,"message":{"id":9,"room_id":5,"seq":3,
             "user_id":1,"user_name":"a","message":"t=10;k=1:2","created_at":"x","client_id":"c"}}"#;
         let f = Incoming::parse(text).unwrap();
-        assert_eq!(f.delivery(), Some((5, Some(3), "t=10;k=1:2")));
+        assert_eq!(f.delivery(), Some((5, Some(3), "t=10;k=1:2".into())));
     }
 
     #[test]
     fn reads_a_message_without_seq_or_frame_room() {
         let text = r#"{"type":"message","message":{"room_id":5,"message":"hi"}}"#;
         let f = Incoming::parse(text).unwrap();
-        assert_eq!(f.delivery(), Some((5, None, "hi")));
+        assert_eq!(f.delivery(), Some((5, None, "hi".into())));
     }
 
     #[test]
@@ -174,6 +170,7 @@ mod tests {
         assert_eq!(e.kind, "error");
         assert_eq!(e.code.as_deref(), Some("rate_limited"));
         assert_eq!(e.ref_number(), Some(12));
+        assert_eq!(e.error_text().as_deref(), Some("slow down"));
         assert_eq!(e.delivery(), None);
         let a = Incoming::parse(r#"{"type":"ack","ref":"13","id":1,"seq":2}"#).unwrap();
         assert_eq!(a.ref_number(), Some(13));
