@@ -8,15 +8,17 @@
 //! splice with no gap and no duplicate.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::outbound::{Outbound, PushError, Queued};
 use crate::protocol::{close, RoomId};
 
+mod flush;
+mod handle;
 mod roster;
+pub use handle::SessionHandle;
 use roster::Roster;
 pub use roster::{online_json, Name, Online};
 
@@ -25,93 +27,6 @@ pub type UserId = i64;
 
 /// Events a joining session may have held back before it is closed as too slow.
 const MAX_PENDING: usize = 4096;
-
-/// The hub's way to reach one connection.
-pub struct SessionHandle {
-    pub conn_id: ConnId,
-    /// Inline: one allocation per connection for the handle and its queue.
-    queue: Outbound,
-    /// Close code chosen by whoever killed the session first.
-    close_code: AtomicU16,
-}
-
-impl SessionHandle {
-    /// A handle whose outbound queue holds up to `queue_capacity` frames; `fd` is the
-    /// socket's descriptor when fan-outs may write to it directly (see `outbound`).
-    pub fn new(conn_id: ConnId, queue_capacity: usize, fd: Option<std::os::fd::RawFd>) -> Self {
-        Self {
-            conn_id,
-            queue: Outbound::new(queue_capacity, fd),
-            close_code: AtomicU16::new(0),
-        }
-    }
-
-    /// The connection's outbound queue (its session drains it).
-    pub fn queue(&self) -> &Outbound {
-        &self.queue
-    }
-
-    /// Queues a frame without waiting. A full queue closes the connection as too slow.
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
-        match self.queue.push(frame) {
-            Ok(()) => {
-                metrics::counter!("pgchat_deliveries_total").increment(1);
-                true
-            }
-            Err(e) => {
-                self.refused(e);
-                false
-            }
-        }
-    }
-
-    /// Queues a frame of a room's fan-out (counted by the caller). `Some(true)`: the
-    /// socket was idle, and the caller must call [`SessionHandle::flush`] once it holds
-    /// no hub lock. `None`: refused (closed, or full and now being closed).
-    fn push_fanout(&self, frame: Utf8Bytes) -> Option<bool> {
-        match self.queue.push_fanout(frame) {
-            Ok(queued) => Some(queued == Queued::FlushPromised),
-            Err(e) => {
-                self.refused(e);
-                None
-            }
-        }
-    }
-
-    /// Writes what [`SessionHandle::push_fanout`] promised, from the caller's thread.
-    fn flush(&self) {
-        self.queue.flush();
-    }
-
-    /// A refused push: a full queue closes the connection as too slow.
-    fn refused(&self, error: PushError) {
-        if error == PushError::Full && self.kill(close::SLOW_CONSUMER) {
-            metrics::counter!("pgchat_slow_consumer_kicks_total").increment(1);
-            tracing::info!(
-                conn = self.conn_id,
-                "outbound queue full: closing slow consumer"
-            );
-        }
-    }
-
-    /// Ends the session with `code`; returns false if it was already being ended.
-    pub fn kill(&self, code: u16) -> bool {
-        let first = self
-            .close_code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        // The session sees the code when its queue wakes it (no per-socket token).
-        self.queue.interrupt();
-        first
-    }
-
-    pub fn close_code(&self) -> Option<u16> {
-        match self.close_code.load(Ordering::Acquire) {
-            0 => None,
-            c => Some(c),
-        }
-    }
-}
 
 /// One event for a room, serialised once.
 #[derive(Clone)]
@@ -411,20 +326,6 @@ impl Hub {
         }
         metrics::counter!("pgchat_deliveries_total").increment(delivered as u64);
         delivered
-    }
-
-    /// Writes the frames that deliveries since the last flush queued into idle sockets,
-    /// one `sendmsg` per socket, from the caller's thread and outside the room lock.
-    ///
-    /// Whoever calls [`Hub::deliver`] must call this soon after: the listener does after
-    /// each notification, or after a few when more are already waiting, so a burst
-    /// (a thousand joins announcing presence) reaches each socket in a few writes
-    /// instead of one per event.
-    pub fn flush(&self) {
-        let handles = std::mem::take(&mut *self.unflushed.lock().unwrap());
-        for handle in &handles {
-            handle.flush();
-        }
     }
 
     pub fn room_count(&self) -> usize {

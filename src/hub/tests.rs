@@ -172,3 +172,27 @@ fn fanouts_into_idle_sockets_are_written_on_flush_once_per_socket() {
         "a flush writes each frame once"
     );
 }
+
+#[test]
+fn a_big_flush_reaches_every_socket_once() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let hub = Hub::new();
+    let mut peers = Vec::new();
+    for conn in 0..600 {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let h = Arc::new(SessionHandle::new(conn, 4, Some(ours.as_raw_fd())));
+        hub.subscribe(10, conn as i64, h);
+        hub.activate(10, conn, 0);
+        peers.push((ours, peer));
+    }
+    hub.deliver(10, msg(1));
+    hub.flush();
+    for (_, peer) in &mut peers {
+        let mut buf = [0u8; 16];
+        assert_eq!(peer.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"\x81\x02m1");
+        assert!(peer.read(&mut buf).is_err(), "written once");
+    }
+}

@@ -58,6 +58,9 @@ struct Frames {
     flush_promised: bool,
     /// The session is writing: nobody else may until it is done.
     session_writing: bool,
+    /// The session is carrying out a client's command: its reply goes out before any
+    /// event queued meanwhile (a sender's `ack` before the broadcast of its message).
+    session_busy: bool,
 }
 
 /// What the session takes to write, in this order.
@@ -86,6 +89,7 @@ impl Outbound {
                 interrupted: false,
                 flush_promised: false,
                 session_writing: false,
+                session_busy: false,
             }),
             ready: Notify::new(),
             capacity: capacity.max(1),
@@ -106,7 +110,7 @@ impl Outbound {
     pub fn push_fanout(&self, frame: Utf8Bytes) -> Result<Queued, PushError> {
         let mut frames = self.frames.lock().unwrap();
         frames.enqueue(frame, self.capacity)?;
-        if frames.flush_promised || frames.session_writing {
+        if frames.flush_promised || frames.session_writing || frames.session_busy {
             // The promised flush, or the session once done, takes this frame too.
             return Ok(Queued::BySession);
         }
@@ -128,7 +132,7 @@ impl Outbound {
         if !std::mem::take(&mut frames.flush_promised) {
             return;
         }
-        if frames.closed || frames.interrupted || frames.session_writing {
+        if frames.closed || frames.interrupted || frames.session_writing || frames.session_busy {
             return;
         }
         let Frames { queue, rest, .. } = &mut *frames;
@@ -188,6 +192,17 @@ impl Outbound {
     /// session looks at the queue before it waits again.
     pub fn end_write(&self) {
         self.frames.lock().unwrap().session_writing = false;
+    }
+
+    /// The session starts carrying out a command: until [`Outbound::end_command`], events
+    /// wait for the session, so they follow its reply as they always did.
+    pub fn begin_command(&self) {
+        self.frames.lock().unwrap().session_busy = true;
+    }
+
+    /// The command is done; the session looks at the queue before it waits again.
+    pub fn end_command(&self) {
+        self.frames.lock().unwrap().session_busy = false;
     }
 
     /// Wakes the consumer for good: `pop_batch` returns at once from now on, and
@@ -383,5 +398,16 @@ mod tests {
         assert!(batch.frames.is_empty());
         got.extend_from_slice(&batch.rest.expect("the unsent part"));
         assert_eq!(got, frame(&big));
+    }
+
+    #[tokio::test]
+    async fn events_during_a_command_wait_for_its_reply() {
+        let (q, _ours, mut peer) = direct_queue();
+        q.begin_command();
+        assert_eq!(q.push_fanout("event".into()), Ok(Queued::BySession));
+        q.flush();
+        assert!(received(&mut peer).is_empty(), "not before the reply");
+        q.end_command();
+        assert_eq!(q.pop_batch(8).await.frames[0].as_str(), "event");
     }
 }

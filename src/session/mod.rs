@@ -212,7 +212,12 @@ where
                     match message {
                         // Boxed: command futures are large and short-lived; keeping them
                         // out of the connection's own future keeps idle sockets small.
-                        Incoming::Text(text) => Box::pin(self.on_text(&text)).await,
+                        Incoming::Text(text) => {
+                            queue.begin_command();
+                            let r = Box::pin(self.on_text(&text)).await;
+                            queue.end_command();
+                            r
+                        }
                         Incoming::Binary => {
                             let err = FrameError::invalid("binary frames are not supported");
                             Box::pin(self.send_error(None, err)).await
