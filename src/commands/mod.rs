@@ -172,7 +172,7 @@ where
                     }
                     fresh
                 } else {
-                    self.typing_sent.remove(&room_id).is_some()
+                    self.typing_sent.remove(&room_id)
                 };
                 if relay {
                     self.app

@@ -4,7 +4,6 @@
 
 mod deadlines;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +54,31 @@ impl<S> Drop for Session<S> {
     }
 }
 
+/// When this socket last relayed `isTyping: true`, per room: a few rooms at most, so a
+/// vector (24 bytes in every socket's state, where a hash map took 48).
+#[derive(Default)]
+pub(crate) struct TypingSent(Vec<(RoomId, Instant)>);
+
+impl TypingSent {
+    pub(crate) fn get(&self, room: &RoomId) -> Option<&Instant> {
+        self.0.iter().find(|(r, _)| r == room).map(|(_, t)| t)
+    }
+
+    pub(crate) fn insert(&mut self, room: RoomId, at: Instant) {
+        match self.0.iter_mut().find(|(r, _)| *r == room) {
+            Some(entry) => entry.1 = at,
+            None => self.0.push((room, at)),
+        }
+    }
+
+    /// Forgets `room`; returns whether it was there.
+    pub(crate) fn remove(&mut self, room: &RoomId) -> bool {
+        let before = self.0.len();
+        self.0.retain(|(r, _)| r != room);
+        self.0.len() != before
+    }
+}
+
 /// The connection is over; stop the loop.
 #[derive(Debug)]
 pub struct Closed;
@@ -71,7 +95,7 @@ pub struct Session<S> {
     /// Rooms this socket joined (the hub may have evicted some since).
     pub(crate) rooms: JoinedRooms,
     /// When this socket last relayed `isTyping: true` per room (throttling).
-    pub(crate) typing_sent: HashMap<RoomId, Instant>,
+    pub(crate) typing_sent: TypingSent,
     pub(crate) strikes: u32,
     strike_window: Instant,
     _slot: Option<OwnedSemaphorePermit>,
@@ -113,7 +137,7 @@ where
             closing,
             identity: None,
             rooms: JoinedRooms::default(),
-            typing_sent: HashMap::new(),
+            typing_sent: TypingSent::default(),
             strikes: 0,
             strike_window: Instant::now(),
             _slot: slot,
