@@ -6,8 +6,10 @@
 //! for the room). Here a batch goes out in one `writev` of (header, payload) pairs:
 //! nothing is copied and nothing stays allocated after the write.
 //!
-//! Every frame the server sends goes through here (replies, events, ping, pong, close),
-//! from the connection's own task, so frames never interleave.
+//! The session writes its replies, pings, pongs, closes and queued events through here;
+//! a fan-out into an idle socket is written by its producer with the same [`header`]
+//! (`outbound::direct`). The queue lets only one of them write at a time, so frames
+//! never interleave.
 
 use std::io::{self, IoSlice};
 

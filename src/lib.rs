@@ -12,7 +12,7 @@
 //! - [`session`]   one connection: the event loop, deadlines, batched writes
 //! - `commands`    what each client frame does, as the user
 //! - [`hub`]       room → subscribers, fan-out over bounded queues
-//! - [`outbound`]  one socket's bounded queue of frames to write
+//! - [`outbound`]  one socket's bounded queue of frames, and direct writes into idle sockets
 //! - [`frame_reader`] client frames off the socket, with no buffer kept while idle
 //! - [`frame_writer`] frames to the socket in one `writev`, without a retained buffer
 //! - [`listener`]  the dedicated LISTEN connection: reconnect, re-listen, catch up by seq
