@@ -3,6 +3,7 @@
 //! (auth timeout, token expiry, idle timeout). Commands live in `commands/`.
 
 mod deadlines;
+mod per_room;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +20,10 @@ use crate::frame_reader::{FrameReader, Incoming, ReadError};
 use crate::frame_writer;
 use crate::hub::{PresenceChange, SessionHandle};
 use crate::outbound::{Batch, Outbound};
-use crate::protocol::{self, close, ErrorCode, FrameError, RoomId};
+use crate::protocol::{self, close, ErrorCode, FrameError};
 use crate::server::AppState;
 use deadlines::{Deadlines, Due};
+pub(crate) use per_room::{JoinedRooms, TypingSent};
 
 /// Hub events written per flush.
 const WRITE_BATCH: usize = 64;
@@ -30,52 +32,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rate-limit refusals tolerated per minute before the connection is closed.
 const MAX_STRIKES: u32 = 10;
 
-/// Rooms one socket joined: a handful, so a vector rather than a hash table per socket.
-#[derive(Default)]
-pub(crate) struct JoinedRooms(Vec<RoomId>);
-
-impl JoinedRooms {
-    pub(crate) fn insert(&mut self, room: RoomId) {
-        if !self.0.contains(&room) {
-            self.0.push(room);
-        }
-    }
-
-    pub(crate) fn remove(&mut self, room: &RoomId) {
-        self.0.retain(|r| r != room);
-    }
-}
-
 impl<S> Drop for Session<S> {
     /// Closes the queue before the socket is dropped, on every path (a panic included):
     /// fan-outs write to the descriptor directly and must never reach a reused number.
     fn drop(&mut self) {
         self.handle.queue().close();
-    }
-}
-
-/// When this socket last relayed `isTyping: true`, per room: a few rooms at most, so a
-/// vector (24 bytes in every socket's state, where a hash map took 48).
-#[derive(Default)]
-pub(crate) struct TypingSent(Vec<(RoomId, Instant)>);
-
-impl TypingSent {
-    pub(crate) fn get(&self, room: &RoomId) -> Option<&Instant> {
-        self.0.iter().find(|(r, _)| r == room).map(|(_, t)| t)
-    }
-
-    pub(crate) fn insert(&mut self, room: RoomId, at: Instant) {
-        match self.0.iter_mut().find(|(r, _)| *r == room) {
-            Some(entry) => entry.1 = at,
-            None => self.0.push((room, at)),
-        }
-    }
-
-    /// Forgets `room`; returns whether it was there.
-    pub(crate) fn remove(&mut self, room: &RoomId) -> bool {
-        let before = self.0.len();
-        self.0.retain(|(r, _)| r != room);
-        self.0.len() != before
     }
 }
 
@@ -433,7 +394,7 @@ where
         let conn = self.handle.conn_id;
         // On shutdown the daemon clears all its presence at once (Presence::stop).
         let announce = !self.app.shutdown.is_cancelled();
-        for room in std::mem::take(&mut self.rooms.0) {
+        for room in self.rooms.take_all() {
             if self.app.hub.unsubscribe(room, conn) == PresenceChange::Departed && announce {
                 self.app.presence.depart(room, user).await;
             }
