@@ -1,7 +1,5 @@
 //! Joining and leaving a room's live stream on one socket.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -18,29 +16,34 @@ use crate::session::{Closed, Session};
 /// How long a join waits for another join's roster load before asking PostgreSQL.
 const ROSTER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Who is online in the room: from the hub's roster, loading it if nobody has, or
-/// from PostgreSQL while it cannot be kept (see `hub::roster`).
-async fn online_users(app: &AppState, room: RoomId) -> Result<Vec<(UserId, Name)>, DbError> {
+/// Who is online in the room, with `me`, as the `joined` reply's array: from the hub's
+/// roster, loading it if nobody has, or from PostgreSQL while it cannot be kept (see
+/// `hub::roster`).
+async fn online_users(
+    app: &AppState,
+    room: RoomId,
+    me: (UserId, Option<&str>),
+) -> Result<String, DbError> {
     let hub = &app.hub;
     let presence = &app.presence;
-    let mut online = hub.online(room);
+    let mut online = hub.online(room, me);
     if let Online::Wait(load) = online {
         // Joins that arrive together share the first one's load.
         let _ = tokio::time::timeout(ROSTER_WAIT, load.acquire()).await;
-        online = match hub.online(room) {
+        online = match hub.online(room, me) {
             Online::Wait(_) => Online::Ask,
             other => other,
         };
     }
     match online {
-        Online::Known(users) => Ok(users),
+        Online::Known(online) => Ok(online),
         Online::Load(load) => {
             let guard = RosterLoad { hub, room, load };
             let snapshot = presence.online_snapshot(room).await;
             guard.finish(snapshot.as_ref().ok().cloned());
-            snapshot
+            Ok(online_json(snapshot?, me))
         }
-        Online::Ask | Online::Wait(_) => presence.online_snapshot(room).await,
+        Online::Ask | Online::Wait(_) => Ok(online_json(presence.online_snapshot(room).await?, me)),
     }
 }
 
@@ -124,13 +127,12 @@ where
         if change == PresenceChange::Arrived {
             self.app.presence.arrive(room_id, user).await;
         }
-        let users = match online_users(&self.app, room_id).await {
-            Ok(users) => users,
-            Err(e) => return self.abort_join(room_id, db_error(e)),
-        };
         // Myself as my token names me, when no other socket of mine is listed yet.
         let me_name = self.identity.as_ref().and_then(|i| i.name.as_deref());
-        let online = online_json(users, (user, me_name.map(Arc::from)));
+        let online = match online_users(&self.app, room_id, (user, me_name)).await {
+            Ok(online) => online,
+            Err(e) => return self.abort_join(room_id, db_error(e)),
+        };
         let joined = format!(
             "{{\"type\":\"joined\"{},\"roomId\":{room_id},\"lastSeq\":{last_seq},\"online\":{online}}}",
             r.map(|v| format!(",\"ref\":{v}")).unwrap_or_default()
