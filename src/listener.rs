@@ -18,7 +18,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Db, DbError};
-use crate::hub::{Event, Hub};
+use crate::hub::{Event, FlushDue, Hub};
 use crate::migrate::quote_ident;
 use crate::presence::{Presence, TypingTracker};
 use crate::protocol::{self, RoomId};
@@ -27,8 +27,8 @@ use crate::protocol::{self, RoomId};
 const CATCH_UP_PAGE: i32 = 500;
 /// Notifications buffered between the socket and the dispatcher.
 const NOTIFY_BUFFER: usize = 8192;
-/// Notifications relayed before the hub's queued frames are written, when more are
-/// already waiting: far below a socket's queue capacity, so a burst cannot fill one.
+/// Notifications relayed before the hub's queued messages are written, when more are
+/// already waiting: a burst reaches each socket in one write per few messages.
 const FLUSH_EVERY: usize = 16;
 
 /// Shared with /readyz: true while LISTEN is established.
@@ -113,18 +113,41 @@ impl Listener {
             self.hub.flush();
             self.reannounce_presence().await;
         }
-        let mut unflushed = 0;
-        while let Some(n) = rx.recv().await {
+        // Notifications relayed since the last flush, and when queued announcements
+        // must be written if nothing else writes them first.
+        let mut relayed = 0;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                Some(at) => tokio::select! {
+                    n = rx.recv() => n,
+                    _ = tokio::time::sleep_until(at) => {
+                        self.hub.flush();
+                        (relayed, deadline) = (0, None);
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(n) = next else { break };
             metrics::counter!("pgchat_notifications_total").increment(1);
             if let Err(e) = self.dispatch(n.payload()).await {
                 tracing::warn!(error = %e, "could not relay a notification");
             }
-            // Write at once when nothing else is waiting; in a burst, once per few
-            // notifications, so each socket gets them in one write.
-            unflushed += 1;
-            if rx.is_empty() || unflushed >= FLUSH_EVERY {
+            relayed += 1;
+            deadline = None;
+            let flush = match self.hub.flush_due() {
+                FlushDue::Nothing => false,
+                FlushDue::Now => true,
+                FlushDue::Soon => rx.is_empty() || relayed >= FLUSH_EVERY,
+                FlushDue::By(at) => {
+                    deadline = Some(at.into());
+                    at <= std::time::Instant::now()
+                }
+            };
+            if flush {
                 self.hub.flush();
-                unflushed = 0;
+                (relayed, deadline) = (0, None);
             }
         }
         self.hub.flush();

@@ -189,7 +189,7 @@ impl Listener {
             None,
             serde_json::json!({"roomId": room, "user": user_json(user, name)}),
         );
-        self.hub.deliver(room, Event::to_others(user, frame));
+        self.hub.announce(room, Event::to_others(user, frame));
     }
 
     fn stop_typing(&self, room: RoomId, user: i64) {

@@ -1,9 +1,16 @@
 //! Writing what fan-outs queued into idle sockets: from the caller's thread, outside
 //! the room lock, and for a big room spread over the cores.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use super::Hub;
+use super::{Hub, SessionHandle};
+
+/// How long a presence announcement may wait for others to share its writes.
+pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(50);
+/// Events queued since the last flush at which the next flush is due at once: a quarter
+/// of the default outbound queue, so a burst can never fill an idle socket's queue.
+pub const MAX_UNFLUSHED_EVENTS: usize = 256;
 
 /// Sockets per flush thread: a smaller flush is written by its caller alone (starting a
 /// thread costs tens of microseconds; writing to a socket, a few).
@@ -15,16 +22,61 @@ fn flush_threads() -> usize {
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Sockets with frames queued by fan-outs and not yet written.
+#[derive(Default)]
+pub(super) struct Unflushed {
+    handles: Vec<Arc<SessionHandle>>,
+    /// Events that queued frames since the last flush.
+    events: usize,
+    /// One of them was a message or typing change, not only announcements.
+    urgent: bool,
+    /// When the first of them was queued.
+    since: Option<Instant>,
+}
+
+impl Unflushed {
+    pub(super) fn add(&mut self, handles: &mut Vec<Arc<SessionHandle>>, urgent: bool) {
+        self.handles.append(handles);
+        self.events += 1;
+        self.urgent |= urgent;
+        self.since.get_or_insert_with(Instant::now);
+    }
+}
+
+/// When the frames fan-outs queued must be written, for the relay to decide.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FlushDue {
+    /// Nothing is queued.
+    Nothing,
+    /// A message or typing change is queued: flush once no notification is waiting.
+    Soon,
+    /// Only presence announcements are queued: flush at this instant at the latest.
+    By(Instant),
+    /// So many events are queued that an idle socket's queue could fill: flush now.
+    Now,
+}
+
 impl Hub {
+    /// How urgently the queued frames need a [`Hub::flush`].
+    pub fn flush_due(&self) -> FlushDue {
+        let unflushed = self.unflushed.lock().unwrap();
+        match unflushed.since {
+            None => FlushDue::Nothing,
+            Some(_) if unflushed.events >= MAX_UNFLUSHED_EVENTS => FlushDue::Now,
+            Some(_) if unflushed.urgent => FlushDue::Soon,
+            Some(since) => FlushDue::By(since + ANNOUNCE_DELAY),
+        }
+    }
+
     /// Writes the frames that deliveries since the last flush queued into idle sockets,
     /// one `sendmsg` per socket, from the caller's thread and outside the room lock.
     ///
-    /// Whoever calls [`Hub::deliver`] must call this soon after: the listener does after
-    /// each notification, or after a few when more are already waiting, so a burst
-    /// (a thousand joins announcing presence) reaches each socket in a few writes
-    /// instead of one per event.
+    /// Whoever calls [`Hub::deliver`] or [`Hub::announce`] must call this when
+    /// [`Hub::flush_due`] says: the listener flushes messages once no notification is
+    /// waiting (or after a few), and announcements within [`ANNOUNCE_DELAY`], so a burst
+    /// reaches each socket in a few writes instead of one per event.
     pub fn flush(&self) {
-        let handles = std::mem::take(&mut *self.unflushed.lock().unwrap());
+        let handles = std::mem::take(&mut *self.unflushed.lock().unwrap()).handles;
         let workers = (handles.len() / FLUSH_CHUNK).clamp(1, flush_threads());
         if workers == 1 {
             handles.iter().for_each(|h| h.flush());

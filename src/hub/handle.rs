@@ -47,12 +47,12 @@ impl SessionHandle {
         }
     }
 
-    /// Queues a frame of a room's fan-out (counted by the caller). `Some(true)`: the
-    /// socket was idle, and the caller must call [`SessionHandle::flush`] once it holds
-    /// no hub lock. `None`: refused (closed, or full and now being closed).
-    pub(super) fn push_fanout(&self, frame: Utf8Bytes) -> Option<bool> {
+    /// Queues a frame of a room's fan-out (counted by the caller). On
+    /// [`Queued::FlushPromised`] the caller must call [`SessionHandle::flush`] once it
+    /// holds no hub lock. `None`: refused (closed, or full and now being closed).
+    pub(super) fn push_fanout(&self, frame: Utf8Bytes) -> Option<Queued> {
         match self.queue.push_fanout(frame) {
-            Ok(queued) => Some(queued == Queued::FlushPromised),
+            Ok(queued) => Some(queued),
             Err(e) => {
                 self.refused(e);
                 None

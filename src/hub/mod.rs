@@ -13,10 +13,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::outbound::Queued;
 use crate::protocol::{close, RoomId};
 
 mod flush;
 mod handle;
+pub use flush::FlushDue;
+use flush::Unflushed;
 mod roster;
 pub use handle::SessionHandle;
 use roster::Roster;
@@ -93,7 +96,7 @@ pub struct Hub {
     /// A user's sockets here: a handful at most, so a vector, not a table per user.
     users: Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>>,
     /// Idle sockets that fan-outs queued frames into, to be written by [`Hub::flush`].
-    unflushed: Mutex<Vec<Arc<SessionHandle>>>,
+    unflushed: Mutex<Unflushed>,
     /// Rosters are kept only while LISTEN is up (changed under the `rooms` lock).
     rosters_on: AtomicBool,
     /// Identifies each roster load, so a load overtaken by an invalidation is dropped.
@@ -282,8 +285,20 @@ impl Hub {
 
     /// Delivers an event to a room's subscribers. Message events (with seq) advance the
     /// room's cursor and are skipped for subscribers whose floor already covers them.
-    /// Frames for idle sockets are only queued: [`Hub::flush`] writes them.
+    /// Frames for idle sockets are only queued: [`Hub::flush`] writes them, at once
+    /// when the relay has nothing more waiting (see [`Hub::flush_due`]).
     pub fn deliver(&self, room_id: RoomId, event: Event) -> usize {
+        self.deliver_within(room_id, event, true)
+    }
+
+    /// Delivers a presence announcement: like [`Hub::deliver`], but its writes may wait
+    /// a little (see [`FlushDue::By`]), so that a join storm's announcements, one per
+    /// member to every member, reach each socket in a few writes instead of hundreds.
+    pub fn announce(&self, room_id: RoomId, event: Event) -> usize {
+        self.deliver_within(room_id, event, false)
+    }
+
+    fn deliver_within(&self, room_id: RoomId, event: Event, urgent: bool) -> usize {
         let mut to_flush = Vec::new();
         let mut rooms = self.rooms.lock().unwrap();
         let Some(room) = rooms.get_mut(&room_id) else {
@@ -293,6 +308,7 @@ impl Hub {
             room.cursor = Some(room.cursor.map_or(seq, |c| c.max(seq)));
         }
         let mut delivered = 0;
+        let mut awaits_flush = false;
         for sub in room.subscribers.values_mut() {
             if event.skip_user == Some(sub.user_id) {
                 continue;
@@ -312,17 +328,24 @@ impl Hub {
                 sub.floor = seq;
             }
             match sub.handle.push_fanout(event.frame.clone()) {
-                Some(true) => {
+                Some(Queued::FlushPromised) => {
                     delivered += 1;
+                    awaits_flush = true;
                     to_flush.push(sub.handle.clone());
                 }
-                Some(false) => delivered += 1,
+                Some(Queued::WithPromisedFlush) => {
+                    delivered += 1;
+                    awaits_flush = true;
+                }
+                Some(Queued::BySession) => delivered += 1,
                 None => {}
             }
         }
         drop(rooms);
-        if !to_flush.is_empty() {
-            self.unflushed.lock().unwrap().append(&mut to_flush);
+        // Counted even when every socket it reached was promised a flush earlier: how
+        // many events a flush may find queued is what bounds a socket's queue.
+        if awaits_flush {
+            self.unflushed.lock().unwrap().add(&mut to_flush, urgent);
         }
         metrics::counter!("pgchat_deliveries_total").increment(delivered as u64);
         delivered

@@ -200,3 +200,38 @@ fn a_big_flush_reaches_every_socket_once() {
         assert!(peer.read(&mut buf).is_err(), "written once");
     }
 }
+
+#[test]
+fn announcements_may_wait_messages_may_not_and_a_burst_is_bounded() {
+    use std::os::fd::AsRawFd;
+    let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let hub = Hub::new();
+    let h = Arc::new(SessionHandle::new(1, 1024, Some(ours.as_raw_fd())));
+    hub.subscribe(10, 7, h.clone());
+    hub.activate(10, 1, 0);
+    assert_eq!(hub.flush_due(), FlushDue::Nothing);
+
+    let before = std::time::Instant::now();
+    hub.announce(10, Event::to_others(8, "joined 8".into()));
+    let FlushDue::By(at) = hub.flush_due() else {
+        panic!("an announcement alone may wait")
+    };
+    assert!(at >= before + flush::ANNOUNCE_DELAY);
+    assert!(at <= std::time::Instant::now() + flush::ANNOUNCE_DELAY);
+
+    hub.deliver(10, msg(1));
+    assert_eq!(hub.flush_due(), FlushDue::Soon, "a message may not wait");
+    hub.flush();
+    assert_eq!(hub.flush_due(), FlushDue::Nothing);
+    assert!(h.queue().try_pop_all().is_empty(), "all written");
+
+    for user in 0..flush::MAX_UNFLUSHED_EVENTS as i64 {
+        assert_ne!(hub.flush_due(), FlushDue::Now);
+        hub.announce(10, Event::to_others(100 + user, "joined".into()));
+    }
+    assert_eq!(
+        hub.flush_due(),
+        FlushDue::Now,
+        "a burst is written long before it could fill a socket's queue"
+    );
+}

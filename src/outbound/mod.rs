@@ -32,6 +32,8 @@ pub enum Queued {
     BySession,
     /// The socket was idle: the producer must call [`Outbound::flush`], holding no lock.
     FlushPromised,
+    /// An earlier push promised a flush that has not run yet: it takes this frame too.
+    WithPromisedFlush,
 }
 
 pub struct Outbound {
@@ -113,8 +115,11 @@ impl Outbound {
     pub fn push_fanout(&self, frame: Utf8Bytes) -> Result<Queued, PushError> {
         let mut frames = self.frames.lock().unwrap();
         frames.enqueue(frame, self.capacity)?;
-        if frames.flush_promised || frames.session_writing || frames.session_busy {
-            // The promised flush, or the session once done, takes this frame too.
+        if frames.flush_promised {
+            return Ok(Queued::WithPromisedFlush);
+        }
+        if frames.session_writing || frames.session_busy {
+            // The session, once done, takes this frame too.
             return Ok(Queued::BySession);
         }
         let idle = frames.queue.len() == 1 && frames.rest.is_none() && !frames.interrupted;
@@ -367,7 +372,7 @@ mod tests {
         let (q, _ours, mut peer) = direct_queue();
         assert_eq!(q.push_fanout("a".into()), Ok(Queued::FlushPromised));
         // Until the promise is kept, later frames ride along with it.
-        assert_eq!(q.push_fanout("b".into()), Ok(Queued::BySession));
+        assert_eq!(q.push_fanout("b".into()), Ok(Queued::WithPromisedFlush));
         assert!(received(&mut peer).is_empty());
         q.flush();
         assert_eq!(received(&mut peer), [frame("a"), frame("b")].concat());
