@@ -197,7 +197,7 @@ fn build_state(config: Config) -> Result<AppState, ServerError> {
         verifier,
         presence: Arc::new(Presence::new(db.clone())),
         db,
-        hub: Arc::new(Hub::new()),
+        hub: Arc::new(Hub::for_queue(config.outbound_queue)),
         typing: Arc::new(TypingTracker::default()),
         limiter,
         listener: Arc::new(ListenerState::default()),

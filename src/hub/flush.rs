@@ -9,7 +9,8 @@ use super::{Hub, SessionHandle};
 /// How long a presence announcement may wait for others to share its writes.
 pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(50);
 /// Events queued since the last flush at which the next flush is due at once: a quarter
-/// of the default outbound queue, so a burst can never fill an idle socket's queue.
+/// of the default outbound queue (less for a smaller queue, see [`Hub::for_queue`]), so
+/// a burst can never fill an idle socket's queue.
 pub const MAX_UNFLUSHED_EVENTS: usize = 256;
 
 /// Sockets per flush thread: a smaller flush is written by its caller alone (starting a
@@ -23,7 +24,6 @@ fn flush_threads() -> usize {
 }
 
 /// Sockets with frames queued by fan-outs and not yet written.
-#[derive(Default)]
 pub(super) struct Unflushed {
     handles: Vec<Arc<SessionHandle>>,
     /// Events that queued frames since the last flush.
@@ -32,9 +32,32 @@ pub(super) struct Unflushed {
     urgent: bool,
     /// When the first of them was queued.
     since: Option<Instant>,
+    /// Events at which a flush is due at once.
+    burst_limit: usize,
+}
+
+impl Default for Unflushed {
+    fn default() -> Self {
+        Self::with_burst_limit(MAX_UNFLUSHED_EVENTS)
+    }
 }
 
 impl Unflushed {
+    pub(super) fn with_burst_limit(burst_limit: usize) -> Self {
+        Self {
+            handles: Vec::new(),
+            events: 0,
+            urgent: false,
+            since: None,
+            burst_limit,
+        }
+    }
+
+    fn take(&mut self) -> Vec<Arc<SessionHandle>> {
+        (self.events, self.urgent, self.since) = (0, false, None);
+        std::mem::take(&mut self.handles)
+    }
+
     pub(super) fn add(&mut self, handles: &mut Vec<Arc<SessionHandle>>, urgent: bool) {
         self.handles.append(handles);
         self.events += 1;
@@ -62,7 +85,7 @@ impl Hub {
         let unflushed = self.unflushed.lock().unwrap();
         match unflushed.since {
             None => FlushDue::Nothing,
-            Some(_) if unflushed.events >= MAX_UNFLUSHED_EVENTS => FlushDue::Now,
+            Some(_) if unflushed.events >= unflushed.burst_limit => FlushDue::Now,
             Some(_) if unflushed.urgent => FlushDue::Soon,
             Some(since) => FlushDue::By(since + ANNOUNCE_DELAY),
         }
@@ -76,7 +99,7 @@ impl Hub {
     /// waiting (or after a few), and announcements within [`ANNOUNCE_DELAY`], so a burst
     /// reaches each socket in a few writes instead of one per event.
     pub fn flush(&self) {
-        let handles = std::mem::take(&mut *self.unflushed.lock().unwrap()).handles;
+        let handles = self.unflushed.lock().unwrap().take();
         let workers = (handles.len() / FLUSH_CHUNK).clamp(1, flush_threads());
         if workers == 1 {
             handles.iter().for_each(|h| h.flush());

@@ -118,6 +118,16 @@ impl Hub {
         Self::default()
     }
 
+    /// A hub for sockets that queue up to `capacity` frames: a burst is flushed before
+    /// it could fill a quarter of that.
+    pub fn for_queue(capacity: usize) -> Self {
+        let limit = (capacity / 4).clamp(1, flush::MAX_UNFLUSHED_EVENTS);
+        Self {
+            unflushed: Mutex::new(Unflushed::with_burst_limit(limit)),
+            ..Self::default()
+        }
+    }
+
     /// Registers an authenticated connection of `user` (for pushes to all their sockets).
     pub fn add_user_socket(&self, user: UserId, handle: Arc<SessionHandle>) {
         self.users

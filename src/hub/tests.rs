@@ -235,3 +235,21 @@ fn announcements_may_wait_messages_may_not_and_a_burst_is_bounded() {
         "a burst is written long before it could fill a socket's queue"
     );
 }
+
+#[test]
+fn a_small_outbound_queue_makes_bursts_flush_sooner() {
+    use std::os::fd::AsRawFd;
+    let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let hub = Hub::for_queue(16);
+    let h = Arc::new(SessionHandle::new(1, 16, Some(ours.as_raw_fd())));
+    hub.subscribe(10, 7, h);
+    hub.activate(10, 1, 0);
+    for user in 0..3 {
+        hub.announce(10, Event::to_others(100 + user, "joined".into()));
+        assert!(matches!(hub.flush_due(), FlushDue::By(_)));
+    }
+    hub.announce(10, Event::to_others(200, "joined".into()));
+    assert_eq!(hub.flush_due(), FlushDue::Now, "a quarter of 16 frames");
+    hub.flush();
+    assert_eq!(hub.flush_due(), FlushDue::Nothing);
+}
