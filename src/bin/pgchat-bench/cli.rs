@@ -155,11 +155,13 @@ pub enum Scenario {
         #[arg(long, default_value_t = 1)]
         window: usize,
         /// Seconds of each phase (server, then raw transaction).
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 5.0)]
         duration: f64,
         /// Rounds of both phases, alternating which goes first, so that drift in the
-        /// machine's load hits both alike.
-        #[arg(long, default_value_t = 2)]
+        /// machine's load hits both alike. PostgreSQL's own rate drifts by several per
+        /// cent over tens of seconds (WAL flushes, checkpoints, autovacuum of the growing
+        /// table): many short phases measure the ratio more steadily than a few long ones.
+        #[arg(long, default_value_t = 6)]
         rounds: usize,
         /// URL for the raw phase, as the role PostgREST and pgchat connect as
         /// (default: --admin-url with user `authenticator`).
