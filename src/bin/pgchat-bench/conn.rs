@@ -254,6 +254,9 @@ impl Conn {
     /// Accounts one server frame; returns how many sends it confirmed (or rejected),
     /// which is how many an `Auto` window may send next.
     fn on_frame(&mut self, text: &str) -> usize {
+        if frames::is_presence(text) {
+            return 0;
+        }
         let Some(f) = Incoming::parse(text) else {
             return 0;
         };

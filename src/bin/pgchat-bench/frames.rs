@@ -59,6 +59,15 @@ pub fn parse_payload(text: &str) -> Option<Payload> {
     })
 }
 
+/// A presence announcement (`user_joined` / `user_left`), which no scenario measures,
+/// recognised without parsing: a join storm of M members brings M² / 2 of them, and
+/// parsing each one made the bench fall behind the first messages after the storm.
+/// Frames spelled differently (another server's spacing) are simply parsed.
+pub fn is_presence(text: &str) -> bool {
+    text.len() <= 512
+        && (text.contains("\"type\":\"user_joined\"") || text.contains("\"type\":\"user_left\""))
+}
+
 /// A server frame, reduced to the fields the bench looks at. `message` is kept raw and
 /// read only when needed: an object in `message` frames, a string in `error` frames
 /// (an untagged enum would buffer every frame's value to try each shape).
@@ -118,6 +127,21 @@ impl<'a> Incoming<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_frames_are_told_apart_without_parsing() {
+        assert!(is_presence(
+            r#"{"roomId":1,"type":"user_joined","user":{"id":2,"name":"b"}}"#
+        ));
+        assert!(is_presence(
+            r#"{"roomId":1,"type":"user_left","user":{"id":2}}"#
+        ));
+        // A chat text that mentions it is escaped inside the message string.
+        let message =
+            r#"{"type":"message","roomId":1,"message":{"body":"\"type\":\"user_left\""}}"#;
+        assert!(!is_presence(message));
+        assert!(!is_presence(r#"{"type":"typing","roomId":1}"#));
+    }
 
     #[test]
     fn message_frames_round_trip_their_payload() {
