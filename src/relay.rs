@@ -109,12 +109,22 @@ impl Listener {
             }
             "presence" => {
                 if let (Some(user), Some(online)) = (note.user_id, note.online) {
-                    self.on_presence(room, user, note.user_name.as_deref(), online);
+                    let event = self.on_presence(room, user, note.user_name.as_deref(), online);
+                    self.hub.announce(room, &[event]);
                 }
             }
             "presence_batch" => {
-                for e in note.events.iter().flatten() {
-                    self.on_presence(e.room_id, e.user_id, e.user_name.as_deref(), e.online);
+                // Each room's run of changes goes out as one batch (they come sorted by
+                // room): in a join storm, one pass over the room per notification.
+                let events = note.events.unwrap_or_default();
+                for run in events.chunk_by(|a, b| a.room_id == b.room_id) {
+                    let announcements: Vec<Event> = run
+                        .iter()
+                        .map(|e| {
+                            self.on_presence(e.room_id, e.user_id, e.user_name.as_deref(), e.online)
+                        })
+                        .collect();
+                    self.hub.announce(run[0].room_id, &announcements);
                 }
             }
             "typing" => {
@@ -177,8 +187,9 @@ impl Listener {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// A user's room-wide presence changed (announced once across all daemons).
-    fn on_presence(&self, room: RoomId, user: i64, name: Option<&str>, online: bool) {
+    /// A user's room-wide presence changed (announced once across all daemons): updates
+    /// the roster, ends their typing if they left, and returns the announcement.
+    fn on_presence(&self, room: RoomId, user: i64, name: Option<&str>, online: bool) -> Event {
         self.hub.presence_changed(room, user, name, online);
         if !online {
             self.stop_typing(room, user);
@@ -189,7 +200,7 @@ impl Listener {
             None,
             serde_json::json!({"roomId": room, "user": user_json(user, name)}),
         );
-        self.hub.announce(room, Event::to_others(user, frame));
+        Event::to_others(user, frame)
     }
 
     fn stop_typing(&self, room: RoomId, user: i64) {

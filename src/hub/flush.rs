@@ -58,9 +58,14 @@ impl Unflushed {
         std::mem::take(&mut self.handles)
     }
 
-    pub(super) fn add(&mut self, handles: &mut Vec<Arc<SessionHandle>>, urgent: bool) {
+    pub(super) fn add(
+        &mut self,
+        handles: &mut Vec<Arc<SessionHandle>>,
+        events: usize,
+        urgent: bool,
+    ) {
         self.handles.append(handles);
-        self.events += 1;
+        self.events += events;
         self.urgent |= urgent;
         self.since.get_or_insert_with(Instant::now);
     }

@@ -47,11 +47,14 @@ impl SessionHandle {
         }
     }
 
-    /// Queues a frame of a room's fan-out (counted by the caller). On
+    /// Queues frames of a room's fan-out, in order (counted by the caller). On
     /// [`Queued::FlushPromised`] the caller must call [`SessionHandle::flush`] once it
     /// holds no hub lock. `None`: refused (closed, or full and now being closed).
-    pub(super) fn push_fanout(&self, frame: Utf8Bytes) -> Option<Queued> {
-        match self.queue.push_fanout(frame) {
+    pub(super) fn push_fanout(
+        &self,
+        frames: impl IntoIterator<Item = Utf8Bytes>,
+    ) -> Option<Queued> {
+        match self.queue.push_fanout_all(frames) {
             Ok(queued) => Some(queued),
             Err(e) => {
                 self.refused(e);

@@ -212,7 +212,7 @@ fn announcements_may_wait_messages_may_not_and_a_burst_is_bounded() {
     assert_eq!(hub.flush_due(), FlushDue::Nothing);
 
     let before = std::time::Instant::now();
-    hub.announce(10, Event::to_others(8, "joined 8".into()));
+    hub.announce(10, &[Event::to_others(8, "joined 8".into())]);
     let FlushDue::By(at) = hub.flush_due() else {
         panic!("an announcement alone may wait")
     };
@@ -227,7 +227,7 @@ fn announcements_may_wait_messages_may_not_and_a_burst_is_bounded() {
 
     for user in 0..flush::MAX_UNFLUSHED_EVENTS as i64 {
         assert_ne!(hub.flush_due(), FlushDue::Now);
-        hub.announce(10, Event::to_others(100 + user, "joined".into()));
+        hub.announce(10, &[Event::to_others(100 + user, "joined".into())]);
     }
     assert_eq!(
         hub.flush_due(),
@@ -245,11 +245,30 @@ fn a_small_outbound_queue_makes_bursts_flush_sooner() {
     hub.subscribe(10, 7, h);
     hub.activate(10, 1, 0);
     for user in 0..3 {
-        hub.announce(10, Event::to_others(100 + user, "joined".into()));
+        hub.announce(10, &[Event::to_others(100 + user, "joined".into())]);
         assert!(matches!(hub.flush_due(), FlushDue::By(_)));
     }
-    hub.announce(10, Event::to_others(200, "joined".into()));
+    hub.announce(10, &[Event::to_others(200, "joined".into())]);
     assert_eq!(hub.flush_due(), FlushDue::Now, "a quarter of 16 frames");
     hub.flush();
     assert_eq!(hub.flush_due(), FlushDue::Nothing);
+}
+
+#[test]
+fn a_batch_of_announcements_reaches_everyone_but_its_subject_in_order() {
+    let hub = Hub::new();
+    let (a, mut ra) = handle(1, 16);
+    let (b, mut rb) = handle(2, 16);
+    hub.subscribe(10, 7, a);
+    hub.subscribe(10, 8, b);
+    hub.activate(10, 1, 0);
+    hub.activate(10, 2, 0);
+    let batch = [
+        Event::to_others(7, "7 joined".into()),
+        Event::to_others(8, "8 joined".into()),
+        Event::to_others(9, "9 joined".into()),
+    ];
+    assert_eq!(hub.announce(10, &batch), 4);
+    assert_eq!(drain(&mut ra), ["8 joined", "9 joined"]);
+    assert_eq!(drain(&mut rb), ["7 joined", "9 joined"]);
 }

@@ -113,16 +113,27 @@ impl Outbound {
     /// Queues a frame of a fan-out. Into an idle socket it promises a direct write
     /// instead of waking the session: the caller must then call [`Outbound::flush`].
     pub fn push_fanout(&self, frame: Utf8Bytes) -> Result<Queued, PushError> {
+        self.push_fanout_all(std::iter::once(frame))
+    }
+
+    /// Queues frames of fan-outs, in order, under one lock; as [`Outbound::push_fanout`].
+    pub fn push_fanout_all(
+        &self,
+        batch: impl IntoIterator<Item = Utf8Bytes>,
+    ) -> Result<Queued, PushError> {
         let mut frames = self.frames.lock().unwrap();
-        frames.enqueue(frame, self.capacity)?;
+        let was_empty = frames.queue.is_empty();
+        for frame in batch {
+            frames.enqueue(frame, self.capacity)?;
+        }
         if frames.flush_promised {
             return Ok(Queued::WithPromisedFlush);
         }
         if frames.session_writing || frames.session_busy {
-            // The session, once done, takes this frame too.
+            // The session, once done, takes these frames too.
             return Ok(Queued::BySession);
         }
-        let idle = frames.queue.len() == 1 && frames.rest.is_none() && !frames.interrupted;
+        let idle = was_empty && frames.rest.is_none() && !frames.interrupted;
         if idle && self.fd >= 0 {
             frames.flush_promised = true;
             return Ok(Queued::FlushPromised);
