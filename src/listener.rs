@@ -151,6 +151,7 @@ impl Listener {
             }
         }
         self.hub.flush();
+        self.hub.flush_settled();
         forward.abort();
         drop(client);
         Ok(())

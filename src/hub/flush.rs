@@ -1,7 +1,9 @@
-//! Writing what fan-outs queued into idle sockets: from the caller's thread, outside
-//! the room lock, and for a big room spread over the cores.
+//! Writing what fan-outs queued into idle sockets: outside the room lock, from the
+//! caller's thread for a few sockets, and for a big room by flush threads, one per core,
+//! while the caller goes on relaying.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::{Hub, SessionHandle};
@@ -13,14 +15,87 @@ pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(50);
 /// a burst can never fill an idle socket's queue.
 pub const MAX_UNFLUSHED_EVENTS: usize = 256;
 
-/// Sockets per flush thread: a smaller flush is written by its caller alone (starting a
-/// thread costs tens of microseconds; writing to a socket, a few).
+/// Sockets a flush writes from its caller's thread; a bigger one goes to the flush
+/// threads (handing over costs a wake-up; writing to a socket, a few microseconds).
 const FLUSH_CHUNK: usize = 256;
 
 /// Threads a flush may use: one per core.
 fn flush_threads() -> usize {
     static THREADS: OnceLock<usize> = OnceLock::new();
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Sockets still to be written by the flush threads, and who waits for them.
+struct Job {
+    handles: Vec<Arc<SessionHandle>>,
+    done: Arc<Countdown>,
+}
+
+/// Jobs left of one flush; its producer waits for zero before handing over the next.
+#[derive(Default)]
+pub(super) struct Countdown {
+    left: Mutex<usize>,
+    zero: Condvar,
+}
+
+impl Countdown {
+    fn finish_one(&self) {
+        let mut left = self.left.lock().unwrap();
+        *left -= 1;
+        if *left == 0 {
+            self.zero.notify_all();
+        }
+    }
+
+    fn wait(&self) {
+        let mut left = self.left.lock().unwrap();
+        while *left > 0 {
+            left = self.zero.wait(left).unwrap();
+        }
+    }
+}
+
+/// The flush threads, shared by every hub of the process, started on first use.
+struct FlushThreads {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
+fn flush_pool() -> &'static FlushThreads {
+    static POOL: OnceLock<&'static FlushThreads> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let pool: &'static FlushThreads = Box::leak(Box::new(FlushThreads {
+            jobs: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+        }));
+        for _ in 0..flush_threads() {
+            let started = std::thread::Builder::new()
+                .name("pgchat-flush".into())
+                .spawn(move || pool.work());
+            if let Err(e) = started {
+                tracing::error!(error = %e, "could not start a flush thread");
+            }
+        }
+        pool
+    })
+}
+
+impl FlushThreads {
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut jobs = self.jobs.lock().unwrap();
+                loop {
+                    match jobs.pop_front() {
+                        Some(job) => break job,
+                        None => jobs = self.ready.wait(jobs).unwrap(),
+                    }
+                }
+            };
+            job.handles.iter().for_each(|h| h.flush());
+            job.done.finish_one();
+        }
+    }
 }
 
 /// Sockets with frames queued by fan-outs and not yet written.
@@ -105,26 +180,44 @@ impl Hub {
     /// reaches each socket in a few writes instead of one per event.
     pub fn flush(&self) {
         let handles = self.unflushed.lock().unwrap().take();
-        let workers = (handles.len() / FLUSH_CHUNK).clamp(1, flush_threads());
-        if workers == 1 {
+        if handles.len() < 2 * FLUSH_CHUNK {
             handles.iter().for_each(|h| h.flush());
             return;
         }
-        // A big room's writes are spread over the cores: each socket's write also runs
-        // the loopback or NIC path, ~7 µs, so 5,000 in a row took 35 ms on one thread.
-        let per_worker = handles.len().div_ceil(workers);
-        std::thread::scope(|scope| {
-            let mut chunks = handles.chunks(per_worker);
-            let own = chunks.next().unwrap_or_default();
-            for chunk in chunks {
-                let spawned = std::thread::Builder::new()
-                    .name("pgchat-flush".into())
-                    .spawn_scoped(scope, move || chunk.iter().for_each(|h| h.flush()));
-                if spawned.is_err() {
-                    chunk.iter().for_each(|h| h.flush());
-                }
-            }
-            own.iter().for_each(|h| h.flush());
+        // A big room's writes are spread over the cores (each socket's write also runs
+        // the loopback or NIC path, ~5 µs, so 5,000 in a row take 25 ms), and the caller
+        // goes on relaying meanwhile. Only one big flush is in flight: the caller waits
+        // for the previous one first, so frames cannot pile up in sockets waiting their
+        // turn beyond what the flush rules allow.
+        let previous = self.big_flush.lock().unwrap().take();
+        if let Some(previous) = previous {
+            previous.wait();
+        }
+        let per_thread = handles.len().div_ceil(flush_threads());
+        let jobs: Vec<Vec<Arc<SessionHandle>>> =
+            handles.chunks(per_thread).map(<[_]>::to_vec).collect();
+        let done = Arc::new(Countdown {
+            left: Mutex::new(jobs.len()),
+            zero: Condvar::new(),
         });
+        *self.big_flush.lock().unwrap() = Some(done.clone());
+        let pool = flush_pool();
+        let mut queue = pool.jobs.lock().unwrap();
+        for handles in jobs {
+            queue.push_back(Job {
+                handles,
+                done: done.clone(),
+            });
+        }
+        drop(queue);
+        pool.ready.notify_all();
+    }
+
+    /// Waits until the flush threads have written every big flush handed to them.
+    pub fn flush_settled(&self) {
+        let previous = self.big_flush.lock().unwrap().take();
+        if let Some(previous) = previous {
+            previous.wait();
+        }
     }
 }

@@ -97,6 +97,8 @@ pub struct Hub {
     users: Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>>,
     /// Idle sockets that fan-outs queued frames into, to be written by [`Hub::flush`].
     unflushed: Mutex<Unflushed>,
+    /// The big flush the flush threads are writing, if any.
+    big_flush: Mutex<Option<Arc<flush::Countdown>>>,
     /// Rosters are kept only while LISTEN is up (changed under the `rooms` lock).
     rosters_on: AtomicBool,
     /// Identifies each roster load, so a load overtaken by an invalidation is dropped.

@@ -193,6 +193,7 @@ fn a_big_flush_reaches_every_socket_once() {
     }
     hub.deliver(10, msg(1));
     hub.flush();
+    hub.flush_settled();
     for (_, peer) in &mut peers {
         let mut buf = [0u8; 16];
         assert_eq!(peer.read(&mut buf).unwrap(), 4);
