@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Hub, SessionHandle};
 
 /// How long a presence announcement may wait for others to share its writes.
-pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(50);
+pub const ANNOUNCE_DELAY: Duration = Duration::from_millis(100);
 /// Events queued since the last flush at which the next flush is due at once: a quarter
 /// of the default outbound queue (less for a smaller queue, see [`Hub::for_queue`]), so
 /// a burst can never fill an idle socket's queue.
