@@ -172,7 +172,8 @@ impl Hub {
     }
 
     /// Writes the frames that deliveries since the last flush queued into idle sockets,
-    /// one `sendmsg` per socket, from the caller's thread and outside the room lock.
+    /// one `sendmsg` per socket, outside the room lock: a few sockets from the caller's
+    /// thread, more by the flush threads while the caller returns.
     ///
     /// Whoever calls [`Hub::deliver`] or [`Hub::announce`] must call this when
     /// [`Hub::flush_due`] says: the listener flushes messages once no notification is
