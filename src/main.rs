@@ -158,7 +158,7 @@ fn parse_ttl(s: &str) -> anyhow::Result<Option<i64>> {
 /// glibc gives threads their own malloc arenas, up to eight per core. A socket's
 /// long-lived state then lands in whichever arena its thread had, beside the holes its
 /// freed handshake left, and the same 10,000 connections measured 2.7 to 3.1 KB each
-/// from run to run. Two arenas keep them at 2.6 to 2.8 KB (docs/benchmarks.md); per-thread
+/// from run to run. Two arenas keep them at 2.5 to 2.9 KB (docs/benchmarks.md); per-thread
 /// caches still serve most small allocations without the arena lock. An operator's
 /// `MALLOC_ARENA_MAX` wins. Called before any thread starts.
 fn limit_malloc_arenas() {

@@ -32,13 +32,19 @@ struct Job {
 }
 
 /// Jobs left of one flush; its producer waits for zero before handing over the next.
-#[derive(Default)]
 pub(super) struct Countdown {
     left: Mutex<usize>,
     zero: Condvar,
 }
 
 impl Countdown {
+    fn new(jobs: usize) -> Self {
+        Self {
+            left: Mutex::new(jobs),
+            zero: Condvar::new(),
+        }
+    }
+
     fn finish_one(&self) {
         let mut left = self.left.lock().unwrap();
         *left -= 1;
@@ -190,17 +196,11 @@ impl Hub {
         // goes on relaying meanwhile. Only one big flush is in flight: the caller waits
         // for the previous one first, so frames cannot pile up in sockets waiting their
         // turn beyond what the flush rules allow.
-        let previous = self.big_flush.lock().unwrap().take();
-        if let Some(previous) = previous {
-            previous.wait();
-        }
+        self.flush_settled();
         let per_thread = handles.len().div_ceil(flush_threads());
         let jobs: Vec<Vec<Arc<SessionHandle>>> =
             handles.chunks(per_thread).map(<[_]>::to_vec).collect();
-        let done = Arc::new(Countdown {
-            left: Mutex::new(jobs.len()),
-            zero: Condvar::new(),
-        });
+        let done = Arc::new(Countdown::new(jobs.len()));
         *self.big_flush.lock().unwrap() = Some(done.clone());
         let pool = flush_pool();
         let mut queue = pool.jobs.lock().unwrap();

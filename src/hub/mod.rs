@@ -360,7 +360,8 @@ impl Hub {
                     awaits_flush = true;
                 }
                 Some(Queued::BySession) => delivered += count,
-                None => share.clear(),
+                // The drain emptied `share` even so.
+                None => {}
             }
         }
         drop(rooms);

@@ -24,6 +24,25 @@ fn drain(rx: &mut Arc<SessionHandle>) -> Vec<String> {
         .collect()
 }
 
+/// A socket pair whose one end an active subscriber of room 10 (connection 1, user 7)
+/// writes to: (its handle, that end, kept open, and the peer's end, non-blocking).
+fn subscriber_socket(
+    hub: &Hub,
+    cap: usize,
+) -> (
+    Arc<SessionHandle>,
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+) {
+    use std::os::fd::AsRawFd;
+    let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let h = Arc::new(SessionHandle::new(1, cap, Some(ours.as_raw_fd())));
+    hub.subscribe(10, 7, h.clone());
+    hub.activate(10, 1, 0);
+    (h, ours, peer)
+}
+
 #[test]
 fn pending_subscription_splices_replay_and_live_without_gap_or_duplicate() {
     let hub = Hub::new();
@@ -151,13 +170,8 @@ async fn a_failed_roster_load_releases_waiters_and_is_retried() {
 #[test]
 fn fanouts_into_idle_sockets_are_written_on_flush_once_per_socket() {
     use std::io::Read;
-    use std::os::fd::AsRawFd;
-    let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
-    peer.set_nonblocking(true).unwrap();
     let hub = Hub::new();
-    let h = Arc::new(SessionHandle::new(1, 16, Some(ours.as_raw_fd())));
-    hub.subscribe(10, 7, h.clone());
-    hub.activate(10, 1, 0);
+    let (h, _ours, mut peer) = subscriber_socket(&hub, 16);
     hub.deliver(10, msg(1));
     hub.deliver(10, Event::to_all("typing".into()));
     let mut buf = [0u8; 64];
@@ -204,12 +218,8 @@ fn a_big_flush_reaches_every_socket_once() {
 
 #[test]
 fn announcements_may_wait_messages_may_not_and_a_burst_is_bounded() {
-    use std::os::fd::AsRawFd;
-    let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
     let hub = Hub::new();
-    let h = Arc::new(SessionHandle::new(1, 1024, Some(ours.as_raw_fd())));
-    hub.subscribe(10, 7, h.clone());
-    hub.activate(10, 1, 0);
+    let (h, _ours, _peer) = subscriber_socket(&hub, 1024);
     assert_eq!(hub.flush_due(), FlushDue::Nothing);
 
     let before = std::time::Instant::now();
@@ -239,12 +249,8 @@ fn announcements_may_wait_messages_may_not_and_a_burst_is_bounded() {
 
 #[test]
 fn a_small_outbound_queue_makes_bursts_flush_sooner() {
-    use std::os::fd::AsRawFd;
-    let (ours, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
     let hub = Hub::for_queue(16);
-    let h = Arc::new(SessionHandle::new(1, 16, Some(ours.as_raw_fd())));
-    hub.subscribe(10, 7, h);
-    hub.activate(10, 1, 0);
+    let (_h, _ours, _peer) = subscriber_socket(&hub, 16);
     for user in 0..3 {
         hub.announce(10, &[Event::to_others(100 + user, "joined".into())]);
         assert!(matches!(hub.flush_due(), FlushDue::By(_)));
