@@ -91,6 +91,16 @@ fn settings() -> pgchat::migrate::DatabaseSettings<'static> {
     }
 }
 
+/// Prefix of every database the tests create (`PGCHAT_TEST_DB_PREFIX`, default
+/// `pgchat`): two checkouts sharing one PostgreSQL set different prefixes, so neither
+/// drops the other's templates as stale.
+pub fn db_prefix() -> String {
+    std::env::var("PGCHAT_TEST_DB_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "pgchat".to_string())
+}
+
 /// Name of the template for the current SQL files; a change to any file makes a new one.
 fn template_name() -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -100,7 +110,7 @@ fn template_name() -> String {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("pgchat_tpl_{hash:016x}")
+    format!("{}_tpl_{hash:016x}", db_prefix())
 }
 
 /// Creates the migrated template once per SQL version, across test processes
@@ -142,8 +152,8 @@ async fn ensure_template() -> String {
         let stale = admin
             .query(
                 "select datname from pg_database
-                  where datname like 'pgchat\\_tpl\\_%' and datname <> $1",
-                &[&name],
+                  where starts_with(datname, $1) and datname <> $2",
+                &[&format!("{}_tpl_", db_prefix()), &name],
             )
             .await
             .unwrap();
@@ -173,7 +183,7 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> TestDb {
         let template = ensure_template().await;
-        let name = format!("pgchat_test_{}_{}", std::process::id(), next_id());
+        let name = format!("{}_test_{}_{}", db_prefix(), std::process::id(), next_id());
         let admin = connect(&with_db(&admin_url(), "postgres")).await;
         admin
             .batch_execute(&format!(
