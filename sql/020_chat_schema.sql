@@ -35,11 +35,23 @@ create table if not exists api.chat_messages (
   unique (room_id, user_id, client_id)
 );
 
+-- The room change stream (SPEC §6.1): every change to a room's visible state takes the
+-- room's next `rev` under the room row lock, as a message takes its seq. Added in place,
+-- so a database of the first release gains it with its rows: messages get rev = seq.
+alter table api.chat_rooms add column if not exists last_rev bigint;
+update api.chat_rooms set last_rev = last_seq where last_rev is null;
+alter table api.chat_rooms alter column last_rev set default 0;
+alter table api.chat_rooms alter column last_rev set not null;
+alter table api.chat_messages add column if not exists rev bigint;
+update api.chat_messages set rev = seq where rev is null;
+alter table api.chat_messages alter column rev set not null;
+
+create index if not exists idx_messages_room_rev on api.chat_messages (room_id, rev);
 create index if not exists idx_room_members_user on api.room_members (user_id);
 create index if not exists idx_room_members_room on api.room_members (room_id);
 create index if not exists idx_messages_room_time on api.chat_messages (room_id, created_at desc);
 
--- Assigns the next seq from the room row. The UPDATE takes the row lock and holds it to
+-- Assigns the next seq (and rev) from the room row. The UPDATE takes the row lock and holds it to
 -- commit, so a later seq can never commit before an earlier one in the same room.
 -- A missing room is not reported here: this trigger runs before the RLS check, and an
 -- error of its own would tell a non-member which room ids exist. With seq 0 the row goes
@@ -47,10 +59,11 @@ create index if not exists idx_messages_room_time on api.chat_messages (room_id,
 create or replace function private.assign_message_seq() returns trigger
 language plpgsql security definer set search_path = api, public as $$
 begin
-  update api.chat_rooms set last_seq = last_seq + 1
+  update api.chat_rooms set last_seq = last_seq + 1, last_rev = last_rev + 1
    where id = new.room_id
-  returning last_seq into new.seq;
+  returning last_seq, last_rev into new.seq, new.rev;
   new.seq := coalesce(new.seq, 0);
+  new.rev := coalesce(new.rev, 0);
   return new;
 end
 $$;

@@ -20,6 +20,7 @@ language sql stable as $$
   select json_build_object(
     'id', r.id, 'name', r.name, 'description', r.description,
     'created_by', r.created_by, 'created_at', r.created_at, 'last_seq', r.last_seq,
+    'last_rev', r.last_rev,
     'member_count', (select count(*) from api.room_members m where m.room_id = r.id));
 $$;
 
@@ -69,7 +70,7 @@ $$;
 create or replace function private.message_json(m api.chat_messages) returns json
 language sql stable as $$
   select json_build_object(
-    'id', m.id, 'room_id', m.room_id, 'seq', m.seq, 'user_id', m.user_id,
+    'id', m.id, 'room_id', m.room_id, 'seq', m.seq, 'rev', m.rev, 'user_id', m.user_id,
     'user_name', private.display_name(m.user_id), 'message', m.message,
     'created_at', m.created_at, 'client_id', m.client_id);
 $$;

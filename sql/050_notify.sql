@@ -1,33 +1,97 @@
--- Change notifications for pgchat. Every event goes to one channel (default `pgchat`,
--- overridable with the database setting `pgchat.channel`; never PostgREST's `pgrst`).
--- pg_notify payloads must stay under 8000 bytes: a message row that does not fit is
--- sent as a reference (room_id, seq) and the daemon fetches it.
+-- NOTIFY is only a doorbell (SPEC §6.1). Any role that can log in may NOTIFY or LISTEN
+-- on any channel, so a payload carries ids and a kind, never text and no user ids, and
+-- the daemon reads what changed from the tables through the narrow functions at the end
+-- of this file. A forged doorbell can cause a read, never a frame. Payloads:
+--   c:<room>:<rev>  the room's change stream reached <rev> (messages, deletions, read markers)
+--   m:<room>:<rev>  the same, for a membership change (read even where nobody is subscribed,
+--                   so a new member's sockets learn of the room)
+--   p:<room>        presence in the room changed (sql/060)
+--   t:<room>        typing in the room changed (sql/060)
 
 create or replace function pgchat.channel() returns text
 language sql stable as $$
   select coalesce(nullif(current_setting('pgchat.channel', true), ''), 'pgchat');
 $$;
 
+-- Changes without a row of their own to carry a rev: deleted messages, memberships and
+-- read markers. One row per (room, kind, key), updated in place, so the table grows with
+-- members and deletions, not with traffic.
+create table if not exists private.room_changes (
+  room_id    bigint not null,
+  kind       text not null check (kind in ('deleted', 'member', 'read')),
+  -- The message id (deleted) or the user id (member, read).
+  key        bigint not null,
+  rev        bigint not null,
+  -- deleted: the message's seq; read: the read marker.
+  seq        bigint,
+  -- member: true while a member.
+  present    boolean,
+  changed_at timestamptz not null default now(),
+  primary key (room_id, kind, key)
+);
+create index if not exists idx_room_changes_rev on private.room_changes (room_id, rev);
+revoke all on private.room_changes from public, anon, authenticated;
+
+-- The room's next rev, under the room row lock. NULL when the room is gone (a cascade
+-- from deleting the room itself: nothing is left to tell).
+create or replace function private.next_rev(room bigint) returns bigint
+language plpgsql security definer set search_path = api as $$
+declare
+  r bigint;
+begin
+  update api.chat_rooms set last_rev = last_rev + 1 where id = room returning last_rev into r;
+  return r;
+end
+$$;
+
+create or replace function private.record_change(
+  room bigint, change_kind text, change_key bigint, change_seq bigint, is_present boolean)
+returns void
+language plpgsql security definer set search_path = private, public as $$
+declare
+  r bigint := private.next_rev(room);
+begin
+  if r is null then
+    return;
+  end if;
+  insert into private.room_changes as c (room_id, kind, key, rev, seq, present)
+  values (room, change_kind, change_key, r, change_seq, is_present)
+  on conflict (room_id, kind, key) do update
+    set rev = excluded.rev, seq = excluded.seq, present = excluded.present, changed_at = now();
+  perform pg_notify(pgchat.channel(),
+    case change_kind when 'member' then 'm:' else 'c:' end || room || ':' || r);
+end
+$$;
+
+-- A message keeps its place: no UPDATE moves it to another seq or room. Any other change
+-- takes the room's next rev, whoever makes it (an RPC, PostgREST or psql).
+create or replace function private.message_changing() returns trigger
+language plpgsql security definer set search_path = api, public as $$
+begin
+  if new.seq <> old.seq or new.room_id <> old.room_id then
+    raise exception 'a message''s seq and room never change' using errcode = '22023';
+  end if;
+  if new is not distinct from old then
+    return new;
+  end if;
+  new.rev := private.next_rev(new.room_id);
+  return new;
+end
+$$;
+
+drop trigger if exists chat_messages_changing on api.chat_messages;
+create trigger chat_messages_changing
+  before update on api.chat_messages
+  for each row execute function private.message_changing();
+
 create or replace function private.notify_message() returns trigger
 language plpgsql security definer set search_path = api, public as $$
-declare
-  row_json json;
-  payload text;
-  op text := case tg_op when 'INSERT' then 'message'
-                        when 'UPDATE' then 'message_updated'
-                        else 'message_deleted' end;
-  r api.chat_messages := case tg_op when 'DELETE' then old else new end;
 begin
   if tg_op = 'DELETE' then
-    row_json := json_build_object('id', r.id, 'room_id', r.room_id, 'seq', r.seq);
-  else
-    row_json := private.message_json(r);
+    perform private.record_change(old.room_id, 'deleted', old.id, old.seq, null);
+  elsif tg_op = 'INSERT' or new.rev <> old.rev then
+    perform pg_notify(pgchat.channel(), 'c:' || new.room_id || ':' || new.rev);
   end if;
-  payload := json_build_object('t', op, 'room_id', r.room_id, 'seq', r.seq, 'row', row_json)::text;
-  if octet_length(payload) > 7900 then
-    payload := json_build_object('t', op, 'room_id', r.room_id, 'seq', r.seq, 'ref', true)::text;
-  end if;
-  perform pg_notify(pgchat.channel(), payload);
   return null;
 end
 $$;
@@ -39,26 +103,14 @@ create trigger chat_messages_notify
 
 create or replace function private.notify_membership() returns trigger
 language plpgsql security definer set search_path = api, public as $$
-declare
-  r api.room_members := case tg_op when 'DELETE' then old else new end;
-  op text;
 begin
   if tg_op = 'INSERT' then
-    op := 'member_joined';
+    perform private.record_change(new.room_id, 'member', new.user_id, null, true);
   elsif tg_op = 'DELETE' then
-    op := 'member_left';
+    perform private.record_change(old.room_id, 'member', old.user_id, null, false);
   elsif new.last_read_seq is distinct from old.last_read_seq then
-    op := 'read';
-  else
-    return null;
+    perform private.record_change(new.room_id, 'read', new.user_id, new.last_read_seq, null);
   end if;
-  -- A join carries the room, shaped like the create/join replies, so the new member's
-  -- open sockets can list it at once.
-  perform pg_notify(pgchat.channel(), json_build_object(
-    't', op, 'room_id', r.room_id, 'user_id', r.user_id,
-    'user_name', private.display_name(r.user_id), 'seq', r.last_read_seq,
-    'room', case when op = 'member_joined' then
-      (select private.room_json(c) from api.chat_rooms c where c.id = r.room_id) end)::text);
   return null;
 end
 $$;
@@ -68,22 +120,97 @@ create trigger room_members_notify
   after insert or update or delete on api.room_members
   for each row execute function private.notify_membership();
 
--- The daemon's own privileged reads, kept narrow (SPEC §2.1): fetching a notified
--- row too large for its payload, and catching up rooms that already have checked
--- subscribers after the LISTEN connection was lost. Only `authenticator` may call them.
-create or replace function pgchat.messages_after(room bigint, after_seq bigint, max_rows integer)
-returns setof json
+-- The daemon's own privileged reads, kept narrow (SPEC §2.1). Only `authenticator` may
+-- call them.
+
+-- A room's changes after `after_rev`, in rev order: messages (new or changed, as their
+-- current state) and the changes recorded above. `body` is what the event carries: the
+-- message, the deleted message's ids, the reader's display name, or the room (joined).
+create or replace function pgchat.changes_after(room bigint, after_rev bigint, max_rows integer)
+returns table (rev bigint, kind text, seq bigint, user_id bigint, body text)
 language sql stable security definer set search_path = api, public as $$
-  select private.message_json(m)
-    from api.chat_messages m
-   where m.room_id = room and m.seq > after_seq
-   order by m.seq
-   limit max_rows;
+  select * from (
+    (select m.rev, 'message'::text, m.seq, m.user_id, private.message_json(m)::text
+       from api.chat_messages m
+      where m.room_id = room and m.rev > after_rev
+      order by m.rev
+      limit max_rows)
+    union all
+    (select c.rev,
+            case when c.kind <> 'member' then c.kind when c.present then 'joined' else 'left' end,
+            c.seq, c.key,
+            case c.kind
+              when 'deleted' then json_build_object('id', c.key, 'room_id', c.room_id, 'seq', c.seq)::text
+              when 'read' then private.display_name(c.key)
+              else (select private.room_json(r) from api.chat_rooms r where r.id = c.room_id)::text
+            end
+       from private.room_changes c
+      where c.room_id = room and c.rev > after_rev
+      order by c.rev
+      limit max_rows)
+  ) changes
+  order by 1
+  limit max_rows;
 $$;
 
+-- Which of these (room, user) pairs are memberships now: checked for every subscribed
+-- socket after the LISTEN connection was lost, before anything is relayed again.
+create or replace function pgchat.memberships(rooms bigint[], users bigint[])
+returns table (room_id bigint, user_id bigint)
+language sql stable security definer set search_path = api, public as $$
+  select m.room_id, m.user_id
+    from unnest(rooms, users) as p(room_id, user_id)
+    join api.room_members m on m.room_id = p.room_id and m.user_id = p.user_id;
+$$;
+
+-- The room's last seq and rev, for a room the daemon starts following.
+create or replace function pgchat.room_position(room bigint)
+returns table (last_seq bigint, last_rev bigint)
+language sql stable security definer set search_path = api, public as $$
+  select r.last_seq, r.last_rev from api.chat_rooms r where r.id = room;
+$$;
+
+-- Wave 1's by-reference fetch, replaced by changes_after.
+drop function if exists pgchat.messages_after(bigint, bigint, integer);
+
 revoke execute on function
-  private.notify_message(), private.notify_membership(),
-  pgchat.messages_after(bigint, bigint, integer)
+  private.next_rev(bigint), private.record_change(bigint, text, bigint, bigint, boolean),
+  private.message_changing(), private.notify_message(), private.notify_membership(),
+  pgchat.changes_after(bigint, bigint, integer), pgchat.memberships(bigint[], bigint[]),
+  pgchat.room_position(bigint)
   from public;
 grant execute on function pgchat.channel() to public;
-grant execute on function pgchat.messages_after(bigint, bigint, integer) to authenticator;
+grant execute on function
+  pgchat.changes_after(bigint, bigint, integer), pgchat.memberships(bigint[], bigint[]),
+  pgchat.room_position(bigint)
+  to authenticator;
+
+-- A deleted room takes its recorded changes with it.
+create or replace function private.forget_room_changes() returns trigger
+language plpgsql security definer set search_path = private, public as $$
+begin
+  delete from private.room_changes c where c.room_id = old.id;
+  return null;
+end
+$$;
+revoke execute on function private.forget_room_changes() from public;
+
+drop trigger if exists chat_rooms_forget_changes on api.chat_rooms;
+create trigger chat_rooms_forget_changes
+  after delete on api.chat_rooms
+  for each row execute function private.forget_room_changes();
+
+-- One membership change by its rev, with its age: read for a room nobody here is
+-- subscribed to, to tell a new member's sockets about the room. The age lets the daemon
+-- ignore a doorbell that rings an old change again.
+create or replace function pgchat.member_change_at(room bigint, at_rev bigint)
+returns table (user_id bigint, present boolean, body text, age_ms bigint)
+language sql stable security definer set search_path = api, public as $$
+  select c.key, c.present,
+         (select private.room_json(r) from api.chat_rooms r where r.id = c.room_id)::text,
+         (extract(epoch from (now() - c.changed_at)) * 1000)::bigint
+    from private.room_changes c
+   where c.room_id = room and c.kind = 'member' and c.rev = at_rev;
+$$;
+revoke execute on function pgchat.member_change_at(bigint, bigint) from public;
+grant execute on function pgchat.member_change_at(bigint, bigint) to authenticator;

@@ -21,11 +21,12 @@ create unlogged table if not exists pgchat.presence (
 alter table pgchat.presence drop constraint if exists presence_daemon_id_fkey;
 create index if not exists idx_presence_daemon on pgchat.presence (daemon_id);
 
-create or replace function pgchat.notify_presence(room bigint, uid bigint, online boolean) returns void
+-- The doorbell for a room's presence: no user id (a stranger's LISTEN must not learn who
+-- is in which room); the daemons read the room's presence from the table (presence_in).
+drop function if exists pgchat.notify_presence(bigint, bigint, boolean);
+create or replace function pgchat.ring_presence(room bigint) returns void
 language sql security definer set search_path = pgchat, public as $$
-  select pg_notify(pgchat.channel(), json_build_object(
-    't', 'presence', 'room_id', room, 'user_id', uid,
-    'user_name', private.display_name(uid), 'online', online)::text);
+  select pg_notify(pgchat.channel(), 'p:' || room);
 $$;
 
 -- Marks one user online/offline in a room for one daemon. Returns true when this
@@ -47,7 +48,7 @@ begin
     delete from pgchat.presence where daemon_id = daemon and room_id = room and user_id = uid;
   end if;
   if not others then
-    perform pgchat.notify_presence(room, uid, online);
+    perform pgchat.ring_presence(room);
   end if;
   return not others;
 end
@@ -73,11 +74,13 @@ begin
      where daemon_id = gone.daemon_id and room_id = gone.room_id and user_id = gone.user_id;
     if not exists (select 1 from pgchat.presence
                     where room_id = gone.room_id and user_id = gone.user_id) then
-      perform pgchat.notify_presence(gone.room_id, gone.user_id, false);
+      perform pgchat.ring_presence(gone.room_id);
     end if;
   end loop;
   delete from pgchat.daemons where seen_at < now() - stale;
   get diagnostics swept = row_count;
+  -- Typing rows that ran out long ago (each delete rings its room, which reads nothing new).
+  delete from private.typing where expires_at < now() - interval '1 minute';
   return swept;
 end
 $$;
@@ -95,18 +98,11 @@ begin
 end
 $$;
 
--- Typing is ephemeral: relayed through NOTIFY so every daemon's sockets see it.
-create or replace function pgchat.notify_typing(room bigint, uid bigint, is_typing boolean) returns void
-language sql security definer set search_path = pgchat, public as $$
-  select pg_notify(pgchat.channel(), json_build_object(
-    't', 'typing', 'room_id', room, 'user_id', uid,
-    'user_name', private.display_name(uid), 'is_typing', is_typing)::text);
-$$;
+drop function if exists pgchat.notify_typing(bigint, bigint, boolean);
 
 grant execute on function
   pgchat.presence_set(uuid, bigint, bigint, boolean),
-  pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid),
-  pgchat.notify_typing(bigint, bigint, boolean)
+  pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid)
   to authenticator;
 
 -- Replaced by presence_apply (batched) and presence_online_with.
@@ -115,9 +111,8 @@ drop function if exists pgchat.presence_online(bigint);
 
 -- Functions are executable by PUBLIC by default; only the daemon may call these.
 revoke execute on function
-  pgchat.notify_presence(bigint, bigint, boolean), pgchat.presence_set(uuid, bigint, bigint, boolean),
-  pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid),
-  pgchat.notify_typing(bigint, bigint, boolean)
+  pgchat.ring_presence(bigint), pgchat.presence_set(uuid, bigint, bigint, boolean),
+  pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid)
   from public;
 
 -- Applies a batch of presence changes from one daemon in one transaction, announcing
@@ -130,9 +125,7 @@ language plpgsql security definer set search_path = pgchat, public as $$
 declare
   c record;
   others boolean;
-  ev text;
-  batch text[] := '{}';
-  size integer := 0;
+  rung bigint := null;
   announced integer := 0;
 begin
   for c in
@@ -150,33 +143,138 @@ begin
       delete from pgchat.presence where daemon_id = daemon and room_id = c.room and user_id = c.uid;
     end if;
     continue when others;
-    ev := json_build_object('room_id', c.room, 'user_id', c.uid,
-                            'user_name', private.display_name(c.uid), 'online', c.online)::text;
-    if size + octet_length(ev) > 7600 then
-      perform pg_notify(pgchat.channel(), '{"t":"presence_batch","events":[' || array_to_string(batch, ',') || ']}');
-      batch := '{}';
-      size := 0;
+    -- Rooms come sorted: one doorbell per room whose presence changed.
+    if rung is distinct from c.room then
+      perform pgchat.ring_presence(c.room);
+      rung := c.room;
     end if;
-    batch := batch || ev;
-    size := size + octet_length(ev) + 1;
     announced := announced + 1;
   end loop;
-  if size > 0 then
-    perform pg_notify(pgchat.channel(), '{"t":"presence_batch","events":[' || array_to_string(batch, ',') || ']}');
-  end if;
   return announced;
 end
 $$;
 
--- Users online in a room plus `me` (whose own arrival may still be in a batch).
-create or replace function pgchat.presence_online_with(room bigint, me bigint) returns json
+-- Who is online in each of these rooms, with display names: what a presence doorbell
+-- makes the daemons read.
+create or replace function pgchat.presence_in(rooms bigint[])
+returns table (room_id bigint, user_id bigint, name text)
+language sql stable security definer set search_path = pgchat, public as $$
+  select distinct p.room_id, p.user_id, u.name
+    from pgchat.presence p join private.users u on u.id = p.user_id
+   where p.room_id = any (rooms);
+$$;
+
+-- Users online in a room plus `local`: the asking daemon's own subscribers, whose rows
+-- may still be in its next batch.
+create or replace function pgchat.presence_online_plus(room bigint, local bigint[]) returns json
 language sql stable security definer set search_path = pgchat, public as $$
   select coalesce(json_agg(json_build_object('id', u.id, 'name', u.name) order by u.id), '[]'::json)
     from private.users u
-   -- An id array keeps this an index lookup whatever the (unlogged, rarely analysed)
-   -- presence table's statistics say.
-   where u.id = any (array(select p.user_id from pgchat.presence p where p.room_id = room) || me);
+   where u.id = any (array(select p.user_id from pgchat.presence p where p.room_id = room)
+                     || coalesce(local, '{}'));
 $$;
 
-revoke execute on function pgchat.presence_apply(uuid, json), pgchat.presence_online_with(bigint, bigint) from public;
-grant execute on function pgchat.presence_apply(uuid, json), pgchat.presence_online_with(bigint, bigint) to authenticator;
+drop function if exists pgchat.presence_online_with(bigint, bigint);
+
+revoke execute on function
+  pgchat.presence_apply(uuid, json), pgchat.presence_online_plus(bigint, bigint[]),
+  pgchat.presence_in(bigint[])
+  from public;
+grant execute on function
+  pgchat.presence_apply(uuid, json), pgchat.presence_online_plus(bigint, bigint[]),
+  pgchat.presence_in(bigint[])
+  to authenticator;
+
+-- Typing is ephemeral but still a row written as the user (RLS: only members, only as
+-- themselves), by the socket and by `api.set_typing` through PostgREST alike. Its doorbell
+-- names only the room; the daemons read who is typing from here (typing_in), so a forged
+-- doorbell finds nothing new. UNLOGGED: nothing of it needs to survive a crash.
+create unlogged table if not exists private.typing (
+  room_id    bigint not null,
+  user_id    bigint not null default api.current_user_id(),
+  expires_at timestamptz not null,
+  primary key (room_id, user_id)
+);
+
+alter table private.typing enable row level security;
+revoke all on private.typing from public, anon, authenticated;
+grant select, insert, update, delete on private.typing to authenticated;
+
+drop policy if exists typing_select on private.typing;
+create policy typing_select on private.typing for select to authenticated
+  using (user_id = api.current_user_id());
+drop policy if exists typing_insert on private.typing;
+create policy typing_insert on private.typing for insert to authenticated
+  with check (user_id = api.current_user_id() and private.is_member(room_id));
+drop policy if exists typing_update on private.typing;
+create policy typing_update on private.typing for update to authenticated
+  using (user_id = api.current_user_id())
+  with check (user_id = api.current_user_id() and private.is_member(room_id));
+drop policy if exists typing_delete on private.typing;
+create policy typing_delete on private.typing for delete to authenticated
+  using (user_id = api.current_user_id());
+
+-- Starts (or refreshes) or stops my typing indicator in a room; it ends by itself 5 s
+-- after the last start. A refresh within 2 s of the previous one writes nothing, so a
+-- client calling this on every keystroke rings no doorbell for most of them.
+create or replace function api.set_typing(room_id bigint, is_typing boolean) returns json
+language plpgsql set search_path = api, public as $$
+declare
+  uid bigint := private.require_user();
+begin
+  if is_typing then
+    insert into private.typing as t (room_id, user_id, expires_at)
+    values (set_typing.room_id, uid, now() + interval '5 seconds')
+    on conflict on constraint typing_pkey do update set expires_at = excluded.expires_at
+     where t.expires_at < now() + interval '3 seconds';
+  else
+    delete from private.typing t where t.room_id = set_typing.room_id and t.user_id = uid;
+  end if;
+  return json_build_object('room_id', set_typing.room_id, 'is_typing', set_typing.is_typing);
+end
+$$;
+
+create or replace function private.notify_typing() returns trigger
+language plpgsql security definer set search_path = private, public as $$
+begin
+  perform pg_notify(pgchat.channel(),
+    't:' || case tg_op when 'DELETE' then old.room_id else new.room_id end);
+  return null;
+end
+$$;
+
+drop trigger if exists typing_notify on private.typing;
+create trigger typing_notify
+  after insert or update or delete on private.typing
+  for each row execute function private.notify_typing();
+
+-- Sending a message ends the sender's typing indicator.
+create or replace function private.end_typing_on_message() returns trigger
+language plpgsql security definer set search_path = private, public as $$
+begin
+  delete from private.typing t where t.room_id = new.room_id and t.user_id = new.user_id;
+  return null;
+end
+$$;
+
+drop trigger if exists chat_messages_end_typing on api.chat_messages;
+create trigger chat_messages_end_typing
+  after insert on api.chat_messages
+  for each row execute function private.end_typing_on_message();
+
+-- Who is typing in each of these rooms now, and for how many more milliseconds.
+create or replace function pgchat.typing_in(rooms bigint[])
+returns table (room_id bigint, user_id bigint, name text, expires_in_ms bigint)
+language sql stable security definer set search_path = private, public as $$
+  select t.room_id, t.user_id, u.name,
+         (extract(epoch from (t.expires_at - now())) * 1000)::bigint
+    from private.typing t join private.users u on u.id = t.user_id
+   where t.room_id = any (rooms) and t.expires_at > now();
+$$;
+
+revoke execute on function
+  api.set_typing(bigint, boolean), private.notify_typing(), private.end_typing_on_message(),
+  pgchat.typing_in(bigint[])
+  from public;
+grant execute on function api.set_typing(bigint, boolean) to authenticated;
+grant execute on function pgchat.typing_in(bigint[]) to authenticator;

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! The data path reads straight through the modules:
-//! socket → [`session`] → [`db`] (insert as the user) → NOTIFY → [`listener`] → [`hub`] → sockets.
+//! socket → [`session`] → [`db`] (insert as the user) → NOTIFY doorbell → [`listener`]
+//! → [`relay`] (reads what changed from the tables) → [`hub`] → sockets.
 //!
 //! - [`config`]    one struct from the environment, validated at start
 //! - [`auth`]      JWT verification with PostgREST's rules; token minting
@@ -15,8 +16,10 @@
 //! - [`outbound`]  one socket's bounded queue of frames, and direct writes into idle sockets
 //! - [`frame_reader`] client frames off the socket, with no buffer kept while idle
 //! - [`frame_writer`] frames to the socket in one `writev`, without a retained buffer
-//! - [`listener`]  the dedicated LISTEN connection: reconnect, re-listen, catch up by seq
-//! - `relay`       notifications → hub events (messages, membership, presence, typing)
+//! - [`listener`]  the dedicated LISTEN connection: doorbells in bursts, reconnect, resync
+//! - [`relay`]     doorbells → reads of the tables → hub events (the room change stream,
+//!   memberships, presence, typing)
+//! - [`typing_throttle`] how often one user's typing in a room is written
 //! - [`presence`]  who is online and typing, shared across daemons through PostgreSQL
 //! - [`http`]      the upgrade, /healthz, /readyz, /metrics and static files
 //! - [`metrics`]   counters and gauges, exposed in Prometheus format
@@ -39,7 +42,8 @@ pub mod migrate;
 pub mod outbound;
 pub mod presence;
 pub mod protocol;
-mod relay;
+pub mod relay;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod typing_throttle;

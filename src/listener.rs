@@ -1,15 +1,17 @@
-//! The dedicated LISTEN connection: connect, LISTEN, catch up, reconnect (see `relay`
-//! for what each notification becomes).
+//! The dedicated LISTEN connection: connect, LISTEN, resync, relay doorbells, reconnect
+//! (see `relay` for what each doorbell makes it read).
 //!
 //! tokio-postgres drops notifications when its `Connection` is merely spawned, so the
 //! connection is driven with `poll_message` by a forwarding task that feeds a bounded
 //! channel. When the connection is lost it is re-made with backoff and LISTEN issued
-//! again; then every room with subscribers is caught up by seq from the table before
-//! live notifications flow again. Per room, the hub's cursor is the highest seq relayed:
-//! older seqs are duplicates and dropped, a jump past cursor+1 is a gap and is fetched.
+//! again; then, before anything else is relayed, memberships are re-checked and every
+//! followed room is caught up by rev from the tables ([`Relay::resync`]).
+//!
+//! Doorbells are taken in bursts: whatever is already waiting when one arrives is read
+//! with it, so a room that rang many times is read once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,23 +20,37 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Db, DbError};
-use crate::hub::{Event, FlushDue, Hub};
+use crate::hub::{FlushDue, Hub};
 use crate::migrate::quote_ident;
-use crate::presence::{Presence, TypingTracker};
-use crate::protocol::{self, RoomId};
+use crate::presence::Presence;
+use crate::protocol::RoomId;
+use crate::relay::{Burst, Doorbell, Relay};
 
-/// Rows fetched per query when catching up a room.
-const CATCH_UP_PAGE: i32 = 500;
-/// Notifications buffered between the socket and the dispatcher.
+/// Notifications buffered between the socket and the relay.
 const NOTIFY_BUFFER: usize = 8192;
-/// Notifications relayed before the hub's queued messages are written, when more are
-/// already waiting: a burst reaches each socket in one write per few messages.
-const FLUSH_EVERY: usize = 16;
+/// Doorbells taken into one burst at most, besides the one that started it.
+const MAX_BURST: usize = 1024;
 
-/// Shared with /readyz: true while LISTEN is established.
+/// Shared with /readyz and the sessions.
 #[derive(Default)]
 pub struct ListenerState {
+    /// True while LISTEN is established.
     pub listening: AtomicBool,
+    /// Rooms this daemon just started following: their stream is read once more, for
+    /// doorbells that rang before the relay knew where the room's stream stood.
+    wakes: Mutex<Vec<RoomId>>,
+    woken: tokio::sync::Notify,
+}
+
+impl ListenerState {
+    pub fn wake(&self, room: RoomId) {
+        self.wakes.lock().unwrap().push(room);
+        self.woken.notify_one();
+    }
+
+    fn take_wakes(&self) -> Vec<RoomId> {
+        std::mem::take(&mut *self.wakes.lock().unwrap())
+    }
 }
 
 pub struct Listener {
@@ -43,7 +59,7 @@ pub struct Listener {
     pub db: Db,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
-    pub typing: Arc<TypingTracker>,
+    pub relay: Relay,
     pub state: Arc<ListenerState>,
 }
 
@@ -76,17 +92,17 @@ impl Listener {
         self.state.listening.store(false, Ordering::Release);
     }
 
-    /// One connection's life: connect, LISTEN, catch up, relay until it ends.
+    /// One connection's life: connect, LISTEN, resync, relay until it ends.
     async fn listen_once(&self, first: bool) -> Result<(), DbError> {
         let config = db::connect_config(&self.url, "pgchat-listener", Duration::from_secs(30))?;
         let (client, mut connection) = config.connect(NoTls).await?;
-        let (tx, mut rx) = mpsc::channel::<tokio_postgres::Notification>(NOTIFY_BUFFER);
+        let (tx, mut rx) = mpsc::channel::<String>(NOTIFY_BUFFER);
         let forward = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) => {
-                        if tx.send(n).await.is_err() {
+                        if tx.send(n.payload().to_owned()).await.is_err() {
                             break;
                         }
                     }
@@ -105,41 +121,49 @@ impl Listener {
             tracing::warn!(error = %e, "could not read role settings");
         }
         self.state.listening.store(true, Ordering::Release);
-        // From here on every presence change reaches us: rosters can be kept again.
-        self.hub.reset_rosters(true);
         if !first {
             tracing::info!("LISTEN re-established; catching up");
-            self.catch_up_all().await;
-            self.hub.flush();
+            self.relay.resync().await;
             self.reannounce_presence().await;
+            self.hub.flush();
         }
-        // Notifications relayed since the last flush, and when queued announcements
-        // must be written if nothing else writes them first.
-        let mut relayed = 0;
+        // From here on every doorbell reaches us: rosters can be kept again.
+        self.hub.reset_rosters(true);
+        // When queued announcements must be written if nothing else writes them first.
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            let next = match deadline {
-                Some(at) => tokio::select! {
-                    n = rx.recv() => n,
-                    _ = tokio::time::sleep_until(at) => {
-                        self.hub.flush();
-                        (relayed, deadline) = (0, None);
-                        continue;
-                    }
+            let mut burst = Burst::default();
+            tokio::select! {
+                n = rx.recv() => match n {
+                    Some(payload) => self.take(&mut burst, &payload),
+                    None => break,
                 },
-                None => rx.recv().await,
-            };
-            let Some(n) = next else { break };
-            metrics::counter!("pgchat_notifications_total").increment(1);
-            if let Err(e) = self.dispatch(n.payload()).await {
-                tracing::warn!(error = %e, "could not relay a notification");
+                _ = self.state.woken.notified() => {}
+                _ = sleep_until(deadline) => {
+                    self.hub.flush();
+                    deadline = None;
+                    continue;
+                }
             }
-            relayed += 1;
+            // Only what is waiting already: a burst never waits for more.
+            for _ in 0..MAX_BURST {
+                match rx.try_recv() {
+                    Ok(payload) => self.take(&mut burst, &payload),
+                    Err(_) => break,
+                }
+            }
+            for room in self.state.take_wakes() {
+                if let Some((_, Some(rev))) = self.hub.position(room) {
+                    burst.add(Doorbell::Changes { room, rev: rev + 1 });
+                }
+            }
+            if !burst.is_empty() {
+                self.relay.ring(burst).await;
+            }
             deadline = None;
             let flush = match self.hub.flush_due() {
                 FlushDue::Nothing => false,
-                FlushDue::Now => true,
-                FlushDue::Soon => rx.is_empty() || relayed >= FLUSH_EVERY,
+                FlushDue::Now | FlushDue::Soon => true,
                 FlushDue::By(at) => {
                     deadline = Some(at.into());
                     at <= std::time::Instant::now()
@@ -147,7 +171,7 @@ impl Listener {
             };
             if flush {
                 self.hub.flush();
-                (relayed, deadline) = (0, None);
+                deadline = None;
             }
         }
         self.hub.flush();
@@ -157,12 +181,13 @@ impl Listener {
         Ok(())
     }
 
-    async fn catch_up_all(&self) {
-        for (room, cursor) in self.hub.cursors() {
-            if let Some(after) = cursor {
-                if let Err(e) = self.catch_up(room, after, None).await {
-                    tracing::warn!(room, error = %e, "catch-up failed");
-                }
+    fn take(&self, burst: &mut Burst, payload: &str) {
+        metrics::counter!("pgchat_notifications_total").increment(1);
+        match Doorbell::parse(payload) {
+            Some(bell) => burst.add(bell),
+            None => {
+                metrics::counter!("pgchat_notifications_ignored_total").increment(1);
+                tracing::debug!("ignoring a notification that is not a doorbell");
             }
         }
     }
@@ -173,47 +198,12 @@ impl Listener {
             self.presence.arrive(room, user).await;
         }
     }
+}
 
-    /// Relays every message after `after` (up to `until`, if given), in seq order.
-    pub(crate) async fn catch_up(
-        &self,
-        room: RoomId,
-        mut after: i64,
-        until: Option<i64>,
-    ) -> Result<(), DbError> {
-        let client = self.db.client().await?;
-        let stmt = client
-            .prepare_cached("select pgchat.messages_after($1, $2, $3)::text")
-            .await?;
-        loop {
-            let rows = client
-                .query(&stmt, &[&room, &after, &CATCH_UP_PAGE])
-                .await?;
-            let count = rows.len();
-            for row in rows {
-                let json: String = row.get(0);
-                let seq = crate::relay::seq_of(&json).unwrap_or(after + 1);
-                if until.is_some_and(|u| seq > u) {
-                    return Ok(());
-                }
-                self.relay_message(room, seq, &json);
-                after = seq;
-            }
-            if count < CATCH_UP_PAGE as usize {
-                return Ok(());
-            }
-        }
-    }
-
-    pub(crate) fn relay_message(&self, room: RoomId, seq: i64, row_json: &str) {
-        metrics::counter!("pgchat_messages_out_total").increment(1);
-        self.hub.deliver(
-            room,
-            Event {
-                seq: Some(seq),
-                skip_user: None,
-                frame: protocol::message_frame(room, row_json),
-            },
-        );
+/// Completes at `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -3,7 +3,8 @@
 //! Presence lives in PostgreSQL (`pgchat.presence`, sql/060): each daemon records which
 //! users it holds sockets for, per room; the SQL functions announce `user_joined` /
 //! `user_left` once per user across all daemons, and sweep daemons that stop
-//! heartbeating. Typing is relayed by NOTIFY and expires on every daemon by itself.
+//! heartbeating. Typing is a row written as the user (`private.typing`, sql/060); every
+//! daemon reads it after a doorbell and ends indicators by themselves when they expire.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,8 +84,13 @@ impl Presence {
             .await;
     }
 
-    /// Who is online in the room now, according to PostgreSQL (all daemons).
-    pub async fn online_snapshot(&self, room: RoomId) -> Result<Vec<(UserId, Name)>, DbError> {
+    /// Who is online in the room now, according to PostgreSQL (all daemons), with
+    /// `local`: this daemon's subscribers, whose rows may still be on their way.
+    pub async fn online_snapshot(
+        &self,
+        room: RoomId,
+        local: &[UserId],
+    ) -> Result<Vec<(UserId, Name)>, DbError> {
         #[derive(serde::Deserialize)]
         struct Online {
             id: UserId,
@@ -92,9 +98,9 @@ impl Presence {
         }
         let client = self.db.client().await?;
         let stmt = client
-            .prepare_cached("select pgchat.presence_online_with($1, null)")
+            .prepare_cached("select pgchat.presence_online_plus($1, $2)")
             .await?;
-        let raw: RawJson = client.query_one(&stmt, &[&room]).await?.get(0);
+        let raw: RawJson = client.query_one(&stmt, &[&room, &local]).await?.get(0);
         let users: Vec<Online> = serde_json::from_str(&raw.0)
             .map_err(|e| DbError::Unavailable(format!("malformed online list: {e}")))?;
         Ok(users
@@ -159,14 +165,25 @@ impl Presence {
         Ok(())
     }
 
-    /// Relays a typing change to every daemon (NOTIFY). The caller checked membership.
-    pub async fn typing(&self, room: RoomId, user: UserId, is_typing: bool) -> Result<(), DbError> {
+    /// Who is online in each of these rooms, per PostgreSQL: what a presence doorbell
+    /// makes the relay read (one query for a burst's rooms).
+    pub async fn online_in(
+        &self,
+        rooms: &[RoomId],
+    ) -> Result<HashMap<RoomId, Vec<(UserId, Name)>>, DbError> {
         let client = self.db.client().await?;
         let stmt = client
-            .prepare_cached("select pgchat.notify_typing($1, $2, $3)")
+            .prepare_cached("select room_id, user_id, name from pgchat.presence_in($1)")
             .await?;
-        client.execute(&stmt, &[&room, &user, &is_typing]).await?;
-        Ok(())
+        let mut out: HashMap<RoomId, Vec<(UserId, Name)>> =
+            rooms.iter().map(|r| (*r, Vec::new())).collect();
+        for row in client.query(&stmt, &[&rooms]).await? {
+            let name: Option<String> = row.get(2);
+            out.entry(row.get(0))
+                .or_default()
+                .push((row.get(1), name.map(Arc::from)));
+        }
+        Ok(out)
     }
 }
 
@@ -210,6 +227,39 @@ impl TypingTracker {
         } else {
             active.remove(&(room, user)).is_some()
         }
+    }
+
+    /// Installs who is typing in a room as read from the table (user, name, time left)
+    /// and returns what changed: starts (true) and stops (false). A refresh of someone
+    /// already typing only moves their deadline.
+    pub fn apply_room(
+        &self,
+        room: RoomId,
+        rows: &[(UserId, Option<String>, Duration)],
+        now: Instant,
+    ) -> Vec<(UserId, Option<String>, bool)> {
+        let mut active = self.active.lock().unwrap();
+        let mut changes = Vec::new();
+        for (user, name, left) in rows {
+            match active.get_mut(&(room, *user)) {
+                Some(entry) => entry.0 = now + *left,
+                None => {
+                    active.insert((room, *user), (now + *left, name.clone()));
+                    changes.push((*user, name.clone(), true));
+                }
+            }
+        }
+        let gone: Vec<UserId> = active
+            .keys()
+            .filter(|(r, u)| *r == room && !rows.iter().any(|(user, _, _)| user == u))
+            .map(|(_, u)| *u)
+            .collect();
+        for user in gone {
+            if let Some((_, name)) = active.remove(&(room, user)) {
+                changes.push((user, name, false));
+            }
+        }
+        changes
     }
 
     /// Ends typing for a user without a frame of their own (they sent a message or left).

@@ -44,6 +44,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
     pub typing: Arc<TypingTracker>,
+    pub typing_throttle: Arc<crate::typing_throttle::TypingThrottle>,
     /// Per-user quota for chat writes and queries; `None` when RATE_LIMIT_PER_SEC=0.
     pub limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub listener: Arc<ListenerState>,
@@ -199,6 +200,7 @@ fn build_state(config: Config) -> Result<AppState, ServerError> {
         db,
         hub: Arc::new(Hub::for_queue(config.outbound_queue)),
         typing: Arc::new(TypingTracker::default()),
+        typing_throttle: Arc::default(),
         limiter,
         listener: Arc::new(ListenerState::default()),
         shutdown: CancellationToken::new(),
@@ -220,7 +222,13 @@ fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
         db: state.db.clone(),
         hub: state.hub.clone(),
         presence: state.presence.clone(),
-        typing: state.typing.clone(),
+        relay: crate::relay::Relay::new(
+            state.db.clone(),
+            state.hub.clone(),
+            state.presence.clone(),
+            state.typing.clone(),
+            state.config.outbound_queue,
+        ),
         state: state.listener.clone(),
     };
     let heartbeat_state = state.clone();
@@ -247,6 +255,7 @@ fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(crate::relay::expire_typing(
             state.hub.clone(),
             state.typing.clone(),
+            state.typing_throttle.clone(),
             cancel,
         )),
         tokio::spawn(heartbeat),

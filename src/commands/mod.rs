@@ -8,20 +8,14 @@
 //! Every chat action runs as the user through [`crate::db::Db::as_user`]; replies echo
 //! the request's `ref`.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 
 use crate::db::{DbError, RawJson};
 use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId};
 use crate::session::{Closed, Session};
-
-/// A socket relays `isTyping: true` at most this often per room.
-const TYPING_THROTTLE: Duration = Duration::from_secs(2);
 
 pub(crate) type Reply = Result<(), FrameError>;
 
@@ -106,7 +100,9 @@ where
             frame,
             ClientFrame::Typing { .. } | ClientFrame::Leave { .. }
         ) {
-            return Ok(()); // typing has its own throttle; leaving is always allowed
+            // Typing is throttled first and counted only when written (`within_quota`);
+            // leaving is always allowed.
+            return Ok(());
         }
         let Some(limiter) = &self.app.limiter else {
             return Ok(());
@@ -115,6 +111,14 @@ where
         limiter
             .check_key(&key)
             .map_err(|_| FrameError::new(ErrorCode::RateLimited, "too many requests; slow down"))
+    }
+
+    /// Takes one unit of the user's quota, if there is room for it.
+    fn within_quota(&self) -> bool {
+        self.app
+            .limiter
+            .as_ref()
+            .is_none_or(|l| l.check_key(&self.user_key()).is_ok())
     }
 
     fn user_key(&self) -> String {
@@ -161,25 +165,23 @@ where
                         "join the room before typing in it",
                     )));
                 }
-                let now = Instant::now();
-                let relay = if is_typing {
-                    let fresh = self
-                        .typing_sent
-                        .get(&room_id)
-                        .is_none_or(|t| now - *t >= TYPING_THROTTLE);
-                    if fresh {
-                        self.typing_sent.insert(room_id, now);
-                    }
-                    fresh
-                } else {
-                    self.typing_sent.remove(&room_id)
-                };
-                if relay {
-                    self.app
-                        .presence
-                        .typing(room_id, user, is_typing)
-                        .await
-                        .map_err(db_error)
+                // Throttled per (user, room) whatever the value; what passes is a write
+                // (and a doorbell every daemon reads), so it counts against the user's
+                // quota too. Both drop silently: typing is best effort.
+                let written = self.app.typing_throttle.admit(
+                    user,
+                    room_id,
+                    is_typing,
+                    std::time::Instant::now(),
+                ) && self.within_quota();
+                if written {
+                    self.call(
+                        "/rpc/set_typing",
+                        "select api.set_typing(room_id := $1, is_typing := $2)",
+                        &[&room_id, &is_typing],
+                    )
+                    .await
+                    .map(|_| ())
                 } else {
                     Ok(())
                 }

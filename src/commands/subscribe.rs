@@ -10,6 +10,7 @@ use super::{db_error, not_member, parse, Reply};
 use crate::db::DbError;
 use crate::hub::{online_json, Name, Online, PresenceChange, UserId};
 use crate::protocol::{self, FrameError, RoomId};
+use crate::relay::presence_event;
 use crate::server::AppState;
 use crate::session::{Closed, Session};
 
@@ -39,11 +40,16 @@ async fn online_users(
         Online::Known(online) => Ok(online),
         Online::Load(load) => {
             let guard = RosterLoad { hub, room, load };
-            let snapshot = presence.online_snapshot(room).await;
+            let snapshot = presence.online_snapshot(room, &hub.local_users(room)).await;
             guard.finish(snapshot.as_ref().ok().cloned());
             Ok(online_json(snapshot?, me))
         }
-        Online::Ask | Online::Wait(_) => Ok(online_json(presence.online_snapshot(room).await?, me)),
+        Online::Ask | Online::Wait(_) => Ok(online_json(
+            presence
+                .online_snapshot(room, &hub.local_users(room))
+                .await?,
+            me,
+        )),
     }
 }
 
@@ -76,12 +82,16 @@ const REPLAY_PAGE: i32 = 1000;
 #[derive(Deserialize)]
 struct LastSeq {
     last_seq: i64,
+    last_rev: i64,
+    /// The joining user's display name, as others see it.
+    my_name: Option<String>,
 }
 
 /// Membership check and splice point in one read, as the user: RLS shows the room row
 /// only to members. Leaner than `api.room_state` (no member count), as joins are hot.
 const ROOM_LAST_SEQ_SQL: &str =
-    "select json_build_object('last_seq', r.last_seq) from api.chat_rooms r where r.id = $1";
+    "select json_build_object('last_seq', r.last_seq, 'last_rev', r.last_rev, \
+     'my_name', private.display_name(api.current_user_id())) from api.chat_rooms r where r.id = $1";
 #[derive(Deserialize)]
 struct SeqOf {
     seq: i64,
@@ -107,12 +117,12 @@ where
         // Subscribe before reading the room's state, so nothing committed after the read
         // can be missed; events are held until activate().
         let change = hub.subscribe(room_id, user, self.handle.clone());
-        let last_seq = match self
+        let (last_seq, last_rev, my_name) = match self
             .call("/chat_rooms", ROOM_LAST_SEQ_SQL, &[&room_id])
             .await
         {
             Ok(Some(raw)) => match parse::<LastSeq>(&raw) {
-                Ok(state) => state.last_seq,
+                Ok(state) => (state.last_seq, state.last_rev, state.my_name),
                 Err(e) => return self.abort_join(room_id, e),
             },
             Ok(None) => return self.abort_join(room_id, not_member()),
@@ -124,11 +134,21 @@ where
                 return self.abort_join(room_id, e);
             }
         }
+        // Myself as the others see me (else as my token names me), when no other socket of
+        // mine is listed yet.
+        let me_name = my_name.or_else(|| self.identity.as_ref().and_then(|i| i.name.clone()));
         if change == PresenceChange::Arrived {
             self.app.presence.arrive(room_id, user).await;
+            // The others here see me at once; other daemons when my row is written.
+            if hub.local_arrival(room_id, user, me_name.as_deref()) {
+                hub.announce(
+                    room_id,
+                    &[presence_event(room_id, user, me_name.as_deref(), true)],
+                );
+                hub.flush();
+            }
         }
-        // Myself as my token names me, when no other socket of mine is listed yet.
-        let me_name = self.identity.as_ref().and_then(|i| i.name.as_deref());
+        let me_name = me_name.as_deref();
         let online = match online_users(&self.app, room_id, (user, me_name)).await {
             Ok(online) => online,
             Err(e) => return self.abort_join(room_id, db_error(e)),
@@ -138,7 +158,9 @@ where
             r.map(|v| format!(",\"ref\":{v}")).unwrap_or_default()
         );
         self.reply(joined.into()).await?;
-        hub.activate(room_id, conn, last_seq);
+        if hub.activate(room_id, conn, last_seq, last_rev) {
+            self.app.listener.wake(room_id);
+        }
         Ok(Ok(()))
     }
 
@@ -194,7 +216,6 @@ where
     /// Unsubscribes this socket from a room and announces departure if it was the last.
     pub(crate) async fn leave_locally(&mut self, room_id: RoomId) {
         self.rooms.remove(&room_id);
-        self.typing_sent.remove(&room_id);
         let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
             return;
         };

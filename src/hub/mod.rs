@@ -75,6 +75,9 @@ struct Subscriber {
 struct Room {
     /// Highest message seq this daemon has relayed for the room (see listener).
     cursor: Option<i64>,
+    /// Highest rev of the room's change stream read here (see `relay`): `None` until the
+    /// first join here tells where the stream stood.
+    rev: Option<i64>,
     subscribers: HashMap<ConnId, Subscriber>,
     /// Who is online here, once loaded (see `roster`).
     roster: Option<Roster>,
@@ -189,17 +192,23 @@ impl Hub {
     }
 
     /// Ends the pending phase: held events newer than `floor` go out in order, and from
-    /// now on events are queued directly.
-    pub fn activate(&self, room_id: RoomId, conn: ConnId, floor: i64) {
+    /// now on events are queued directly. `rev` is the room's change-stream position read
+    /// with `floor`; returns true when it starts this daemon following the room, so the
+    /// relay reads once more whatever rang while it did not know where to start.
+    pub fn activate(&self, room_id: RoomId, conn: ConnId, floor: i64, rev: i64) -> bool {
         let mut rooms = self.rooms.lock().unwrap();
         let Some(room) = rooms.get_mut(&room_id) else {
-            return;
+            return false;
         };
         if room.cursor.is_none() {
             room.cursor = Some(floor);
         }
+        let started = room.rev.is_none();
+        if started {
+            room.rev = Some(rev);
+        }
         let Some(sub) = room.subscribers.get_mut(&conn) else {
-            return;
+            return started;
         };
         sub.floor = floor;
         for event in sub.pending.take().unwrap_or_default() {
@@ -214,6 +223,7 @@ impl Hub {
                 }
             }
         }
+        started
     }
 
     pub fn unsubscribe(&self, room_id: RoomId, conn: ConnId) -> PresenceChange {
@@ -267,20 +277,87 @@ impl Hub {
             .is_some_and(|r| r.subscribers.contains_key(&conn))
     }
 
-    /// The room's relay cursor: `None` when nobody here is subscribed (nothing to relay),
-    /// `Some(None)` when subscribed but no message was relayed or splice point set yet.
-    pub fn cursor(&self, room_id: RoomId) -> Option<Option<i64>> {
-        self.rooms.lock().unwrap().get(&room_id).map(|r| r.cursor)
+    /// The room's relay position, `None` when nobody here is subscribed (nothing to
+    /// relay): the highest message seq relayed, and the change-stream rev read (`None`
+    /// until a join here set them).
+    pub fn position(&self, room_id: RoomId) -> Option<(Option<i64>, Option<i64>)> {
+        self.rooms
+            .lock()
+            .unwrap()
+            .get(&room_id)
+            .map(|r| (r.cursor, r.rev))
     }
 
-    /// Rooms with subscribers and their cursors, for catching up after a lost LISTEN.
-    pub fn cursors(&self) -> Vec<(RoomId, Option<i64>)> {
+    /// Moves the room's change-stream position forward to `rev`.
+    pub fn advance_rev(&self, room_id: RoomId, rev: i64) {
+        if let Some(room) = self.rooms.lock().unwrap().get_mut(&room_id) {
+            room.rev = Some(room.rev.map_or(rev, |r| r.max(rev)));
+        }
+    }
+
+    /// Rooms followed here and their change-stream positions, for catching up.
+    pub fn positions(&self) -> Vec<(RoomId, i64)> {
         self.rooms
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, r)| (*id, r.cursor))
+            .filter_map(|(id, r)| r.rev.map(|rev| (*id, rev)))
             .collect()
+    }
+
+    /// Users with a socket subscribed to the room here.
+    pub fn local_users(&self, room_id: RoomId) -> Vec<UserId> {
+        let rooms = self.rooms.lock().unwrap();
+        let mut users: Vec<UserId> = rooms
+            .get(&room_id)
+            .map(|r| r.subscribers.values().map(|s| s.user_id).collect())
+            .unwrap_or_default();
+        users.sort_unstable();
+        users.dedup();
+        users
+    }
+
+    /// Rooms with subscribers here.
+    pub fn room_ids(&self) -> Vec<RoomId> {
+        self.rooms.lock().unwrap().keys().copied().collect()
+    }
+
+    /// Whether `user` has a socket here, subscribed to the room or not.
+    pub fn has_user(&self, user: UserId) -> bool {
+        self.users.lock().unwrap().contains_key(&user)
+    }
+
+    /// The fullest outbound queue among the room's subscribers, in frames.
+    pub fn max_queued(&self, room_id: RoomId) -> usize {
+        let rooms = self.rooms.lock().unwrap();
+        rooms.get(&room_id).map_or(0, |room| {
+            room.subscribers
+                .values()
+                .map(|s| s.handle.queue().queued())
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
+    /// The room's backlog is too large to replay: every subscriber gets `frame` (telling
+    /// it to reload) and the room's position jumps to (`last_seq`, `last_rev`), so no
+    /// older message follows.
+    pub fn skip_to(&self, room_id: RoomId, last_seq: i64, last_rev: i64, frame: Utf8Bytes) {
+        let mut rooms = self.rooms.lock().unwrap();
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return;
+        };
+        room.cursor = Some(room.cursor.map_or(last_seq, |c| c.max(last_seq)));
+        room.rev = Some(room.rev.map_or(last_rev, |r| r.max(last_rev)));
+        for sub in room.subscribers.values_mut() {
+            sub.floor = sub.floor.max(last_seq);
+            match &mut sub.pending {
+                Some(pending) => pending.push(Event::to_all(frame.clone())),
+                None => {
+                    sub.handle.push(frame.clone());
+                }
+            }
+        }
     }
 
     /// Every (room, user) with a socket here, for re-announcing presence.

@@ -1,16 +1,15 @@
 //! Who is online in a room, kept in memory from presence notifications, so that a
 //! `joined` reply lists the room's online users without a query per join.
 //!
-//! Every daemon receives every presence change (one NOTIFY per batch, in commit order).
-//! A room's roster is loaded from PostgreSQL once, when a join finds none, and kept
-//! up to date from those notifications for as long as the room has sockets here.
-//! Changes that arrive while the load runs are held and applied on top of it: the
-//! load's snapshot reflects some prefix of the changes, the held ones are a suffix
-//! that starts no later, and a user's state is that of their last change, so applying
-//! the suffix again over the snapshot gives the present state.
+//! A room's roster is loaded from PostgreSQL when a join finds none. After that, every
+//! presence doorbell for the room makes the relay read the room's presence from the
+//! table and install it here ([`Hub::apply_presence`]); the difference from the roster
+//! it replaces is what gets announced. A daemon's own arrivals are applied at once
+//! ([`Hub::local_arrival`]), and its own subscribers always count as online, so a
+//! read that overtakes their presence rows does not announce them gone.
 //!
-//! A lost LISTEN connection means changes were missed: every roster is dropped, and
-//! none is kept until LISTEN is back (joins then ask PostgreSQL, as before).
+//! A lost LISTEN connection means doorbells were missed: joins ask PostgreSQL until it
+//! is back and presence has been read again, compared with the rosters kept meanwhile.
 //!
 //! Each user is kept as their `online` list entry, serialised when they come online, so
 //! a join's list is a concatenation under the lock: in a join storm of 5,000 the lists
@@ -28,11 +27,10 @@ use crate::protocol::RoomId;
 pub type Name = Option<Arc<str>>;
 
 pub(super) enum Roster {
-    /// Being loaded by the join that holds `epoch`; changes wait here meanwhile, and so
-    /// do other joins: `done` is closed when the load ends, however it ends.
+    /// Being loaded by the join that holds `epoch`; other joins wait for it: `done` is
+    /// closed when the load ends, however it ends (a presence read may also end it).
     Loading {
         epoch: u64,
-        held: Vec<(UserId, Name, bool)>,
         done: Arc<tokio::sync::Semaphore>,
     },
     /// User → their `online` entry, `{"id":…,"name":…}`.
@@ -40,44 +38,21 @@ pub(super) enum Roster {
 }
 
 impl Roster {
-    pub(super) fn apply(&mut self, user: UserId, name: Name, online: bool) {
-        match self {
-            Roster::Loading { held, .. } => held.push((user, name, online)),
-            Roster::Ready(users) => {
-                if online {
-                    users.insert(user, entry_json(user, name.as_deref()));
-                } else {
-                    users.remove(&user);
-                }
-            }
-        }
-    }
-
-    /// The loaded snapshot with the held changes applied, if this is still the load
-    /// started at `epoch`.
+    /// Installs the loaded snapshot, if this is still the load started at `epoch`.
     pub(super) fn finish_load(&mut self, epoch: u64, snapshot: Vec<(UserId, Name)>) -> bool {
-        let Roster::Loading {
-            epoch: e,
-            held,
-            done,
-        } = self
-        else {
+        let Roster::Loading { epoch: e, done } = self else {
             return false;
         };
         if *e != epoch {
             return false;
         }
         done.close();
-        let held = std::mem::take(held);
         *self = Roster::Ready(
             snapshot
                 .into_iter()
                 .map(|(id, name)| (id, entry_json(id, name.as_deref())))
                 .collect(),
         );
-        for (user, name, online) in held {
-            self.apply(user, name, online);
-        }
         true
     }
 
@@ -128,7 +103,6 @@ impl Hub {
                 let load = self.roster_loads.fetch_add(1, Ordering::Relaxed);
                 room.roster = Some(Roster::Loading {
                     epoch: load,
-                    held: Vec::new(),
                     done: Arc::new(tokio::sync::Semaphore::new(0)),
                 });
                 Online::Load(load)
@@ -157,31 +131,99 @@ impl Hub {
         }
     }
 
-    /// A user's room-wide presence changed (from a presence notification).
-    pub fn presence_changed(
+    /// The room's presence as read from PostgreSQL after a doorbell (`snapshot`, every
+    /// daemon's users), with this daemon's own subscribers added (their rows may still
+    /// be on their way): installs it as the roster and returns who came and went since
+    /// the roster it replaces, to be announced. With no roster to compare, nothing is.
+    pub fn apply_presence(
         &self,
         room_id: RoomId,
-        user: UserId,
-        name: Option<&str>,
-        online: bool,
-    ) {
+        snapshot: Vec<(UserId, Name)>,
+    ) -> Vec<(UserId, Name, bool)> {
         let mut rooms = self.rooms.lock().unwrap();
-        if let Some(roster) = rooms.get_mut(&room_id).and_then(|r| r.roster.as_mut()) {
-            roster.apply(user, name.map(Arc::from), online);
+        let Some(room) = rooms.get_mut(&room_id) else {
+            return Vec::new();
+        };
+        let mut now: BTreeMap<UserId, Box<str>> = snapshot
+            .iter()
+            .map(|(id, name)| (*id, entry_json(*id, name.as_deref())))
+            .collect();
+        let old = match room.roster.take() {
+            Some(Roster::Ready(users)) => Some(users),
+            Some(Roster::Loading { done, .. }) => {
+                done.close();
+                None
+            }
+            None => None,
+        };
+        for sub in room.subscribers.values() {
+            now.entry(sub.user_id).or_insert_with(|| {
+                old.as_ref()
+                    .and_then(|o| o.get(&sub.user_id).cloned())
+                    .unwrap_or_else(|| entry_json(sub.user_id, None))
+            });
+        }
+        let mut changes = Vec::new();
+        if let Some(old) = &old {
+            let names: BTreeMap<UserId, &Name> = snapshot.iter().map(|(id, n)| (*id, n)).collect();
+            for id in now.keys().filter(|id| !old.contains_key(id)) {
+                changes.push((
+                    *id,
+                    names.get(id).map(|n| (*n).clone()).unwrap_or(None),
+                    true,
+                ));
+            }
+            for (id, entry) in old.iter().filter(|(id, _)| !now.contains_key(id)) {
+                changes.push((*id, name_of(entry), false));
+            }
+        }
+        room.roster = Some(Roster::Ready(now));
+        changes
+    }
+
+    /// The user's first socket here joined the room: they are online now, whatever the
+    /// table says yet. Returns true when the roster did not list them (announce them to
+    /// the others here at once; other daemons learn it from the presence doorbell).
+    pub fn local_arrival(&self, room_id: RoomId, user: UserId, name: Option<&str>) -> bool {
+        let mut rooms = self.rooms.lock().unwrap();
+        if !self.rosters_on.load(Ordering::Acquire) {
+            return false;
+        }
+        match rooms.get_mut(&room_id).and_then(|r| r.roster.as_mut()) {
+            Some(Roster::Ready(users)) if !users.contains_key(&user) => {
+                users.insert(user, entry_json(user, name));
+                true
+            }
+            _ => false,
         }
     }
 
-    /// LISTEN is down (changes may be missed) or just came back: drop every roster, and
-    /// keep new ones only while `listening`.
+    /// LISTEN is down (changes may be missed) or just came back. While it is down, joins
+    /// ask PostgreSQL; loaded rosters stay, as the state to compare with once presence
+    /// is read again (so who came and went meanwhile is announced).
     pub fn reset_rosters(&self, listening: bool) {
         let mut rooms = self.rooms.lock().unwrap();
         for room in rooms.values_mut() {
-            if let Some(Roster::Loading { done, .. }) = room.roster.take() {
-                done.close();
+            if let Some(Roster::Loading { .. }) = &room.roster {
+                if let Some(Roster::Loading { done, .. }) = room.roster.take() {
+                    done.close();
+                }
             }
         }
         self.rosters_on.store(listening, Ordering::Release);
     }
+}
+
+/// The display name inside a stored `{"id":…,"name":…}` entry.
+fn name_of(entry: &str) -> Name {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        name: Option<String>,
+    }
+    serde_json::from_str::<Entry>(entry)
+        .ok()
+        .and_then(|e| e.name)
+        .map(Arc::from)
 }
 
 /// The `online` array of a `joined` reply from PostgreSQL's answer: `users` plus `me`
@@ -245,29 +287,20 @@ mod tests {
     }
 
     #[test]
-    fn changes_during_the_load_apply_over_the_snapshot() {
+    fn a_load_installs_its_snapshot() {
         let mut r = Roster::Loading {
             epoch: 7,
-            held: Vec::new(),
             done: Arc::new(tokio::sync::Semaphore::new(0)),
         };
-        // Committed before the snapshot (already in it), delivered after the load began.
-        r.apply(1, Some("a".into()), true);
-        // Committed after the snapshot.
-        r.apply(2, Some("b".into()), false);
-        r.apply(3, Some("c".into()), true);
         assert!(r.users().is_none(), "not ready while loading");
-        assert!(r.finish_load(7, vec![(1, Some("a".into())), (2, Some("b".into()))]));
+        assert!(r.finish_load(7, vec![(1, Some("a".into())), (3, Some("c".into()))]));
         assert_eq!(names(&r), [1, 3]);
-        r.apply(1, None, false);
-        assert_eq!(names(&r), [3]);
     }
 
     #[test]
     fn a_stale_load_does_not_install() {
         let mut r = Roster::Loading {
             epoch: 2,
-            held: Vec::new(),
             done: Arc::new(tokio::sync::Semaphore::new(0)),
         };
         assert!(!r.finish_load(1, vec![(5, None)]));

@@ -39,7 +39,7 @@ fn subscriber_socket(
     peer.set_nonblocking(true).unwrap();
     let h = Arc::new(SessionHandle::new(1, cap, Some(ours.as_raw_fd())));
     hub.subscribe(10, 7, h.clone());
-    hub.activate(10, 1, 0);
+    hub.activate(10, 1, 0, 0);
     (h, ours, peer)
 }
 
@@ -52,7 +52,7 @@ fn pending_subscription_splices_replay_and_live_without_gap_or_duplicate() {
     hub.deliver(10, msg(5));
     assert!(drain(&mut rx).is_empty(), "held while pending");
     // The session replayed up to seq 4, so only 5 is released, then live continues.
-    hub.activate(10, 1, 4);
+    hub.activate(10, 1, 4, 0);
     hub.deliver(10, msg(5));
     hub.deliver(10, msg(6));
     assert_eq!(drain(&mut rx), ["m5", "m6"]);
@@ -65,8 +65,8 @@ fn a_full_queue_closes_only_that_connection() {
     let (fast, mut fast_rx) = handle(2, 64);
     hub.subscribe(1, 1, slow.clone());
     hub.subscribe(1, 2, fast.clone());
-    hub.activate(1, 1, 0);
-    hub.activate(1, 2, 0);
+    hub.activate(1, 1, 0, 0);
+    hub.activate(1, 2, 0, 0);
     for seq in 1..=10 {
         hub.deliver(1, msg(seq));
     }
@@ -94,8 +94,8 @@ fn skip_user_and_eviction() {
     let (b, mut rb) = handle(2, 4);
     hub.subscribe(5, 1, a);
     hub.subscribe(5, 2, b);
-    hub.activate(5, 1, 0);
-    hub.activate(5, 2, 0);
+    hub.activate(5, 1, 0, 0);
+    hub.activate(5, 2, 0, 0);
     hub.deliver(
         5,
         Event {
@@ -139,21 +139,46 @@ fn room_being_loaded() -> (Hub, u64, Arc<tokio::sync::Semaphore>) {
 }
 
 #[tokio::test]
-async fn joins_share_one_roster_load_and_follow_presence() {
+async fn joins_share_one_roster_load_and_follow_presence_reads() {
     let (hub, load, done) = room_being_loaded();
-    // A change committed after the snapshot arrives while loading.
-    hub.presence_changed(5, 3, Some("Cy"), true);
     hub.roster_loaded(5, load, Some(vec![(1, None), (2, Some("Bo".into()))]));
     assert!(done.acquire().await.is_err(), "waiters are released");
-    assert_eq!(online_ids(hub.online(5, (1, None))), [1, 2, 3]);
-    hub.presence_changed(5, 2, None, false);
-    assert_eq!(online_ids(hub.online(5, (1, None))), [1, 3]);
+    assert_eq!(online_ids(hub.online(5, (1, None))), [1, 2]);
 
-    // LISTEN lost: no roster is trusted or kept until it is back.
+    // A presence read: Cy came, Bo went; user 1 has a socket here, so stays whatever
+    // the table says yet.
+    let changes = hub.apply_presence(5, vec![(3, Some("Cy".into()))]);
+    let mut changes: Vec<(UserId, bool)> = changes.into_iter().map(|(u, _, on)| (u, on)).collect();
+    changes.sort();
+    assert_eq!(changes, [(2, false), (3, true)]);
+    assert_eq!(online_ids(hub.online(5, (1, None))), [1, 3]);
+    assert!(
+        hub.apply_presence(5, vec![(3, Some("Cy".into()))])
+            .is_empty(),
+        "the same state read again announces nothing"
+    );
+
+    // A local arrival is listed at once, and announced once.
+    assert!(hub.local_arrival(5, 4, Some("Di")));
+    assert!(!hub.local_arrival(5, 4, Some("Di")));
+    assert_eq!(online_ids(hub.online(5, (1, None))), [1, 3, 4]);
+
+    // LISTEN lost: joins ask PostgreSQL; the roster is kept to compare with later.
     hub.reset_rosters(false);
     assert!(matches!(hub.online(5, (1, None)), Online::Ask));
     hub.reset_rosters(true);
-    assert!(matches!(hub.online(5, (1, None)), Online::Load(_)));
+    assert_eq!(online_ids(hub.online(5, (1, None))), [1, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_presence_read_during_a_load_releases_its_waiters() {
+    let (hub, _load, done) = room_being_loaded();
+    assert!(
+        hub.apply_presence(5, vec![(2, None)]).is_empty(),
+        "nothing to compare with"
+    );
+    assert!(done.acquire().await.is_err());
+    assert_eq!(online_ids(hub.online(5, (1, None))), [1, 2]);
 }
 
 #[tokio::test]
@@ -202,7 +227,7 @@ fn a_big_flush_reaches_every_socket_once() {
         peer.set_nonblocking(true).unwrap();
         let h = Arc::new(SessionHandle::new(conn, 4, Some(ours.as_raw_fd())));
         hub.subscribe(10, conn as i64, h);
-        hub.activate(10, conn, 0);
+        hub.activate(10, conn, 0, 0);
         peers.push((ours, peer));
     }
     hub.deliver(10, msg(1));
@@ -268,8 +293,8 @@ fn a_batch_of_announcements_reaches_everyone_but_its_subject_in_order() {
     let (b, mut rb) = handle(2, 16);
     hub.subscribe(10, 7, a);
     hub.subscribe(10, 8, b);
-    hub.activate(10, 1, 0);
-    hub.activate(10, 2, 0);
+    hub.activate(10, 1, 0, 0);
+    hub.activate(10, 2, 0, 0);
     let batch = [
         Event::to_others(7, "7 joined".into()),
         Event::to_others(8, "8 joined".into()),

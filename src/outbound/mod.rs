@@ -262,6 +262,11 @@ impl Outbound {
         frames.rest.take()
     }
 
+    /// Frames queued now and not yet written.
+    pub fn queued(&self) -> usize {
+        self.frames.lock().unwrap().queue.len()
+    }
+
     /// Frames queued now, without waiting.
     pub fn try_pop_all(&self) -> Vec<Utf8Bytes> {
         self.frames.lock().unwrap().queue.drain(..).collect()

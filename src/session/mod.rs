@@ -23,7 +23,7 @@ use crate::outbound::{Batch, Outbound};
 use crate::protocol::{self, close, ErrorCode, FrameError};
 use crate::server::AppState;
 use deadlines::{Deadlines, Due};
-pub(crate) use per_room::{JoinedRooms, TypingSent};
+pub(crate) use per_room::JoinedRooms;
 
 /// Hub events written per flush.
 const WRITE_BATCH: usize = 64;
@@ -55,8 +55,6 @@ pub struct Session<S> {
     pub(crate) identity: Option<Identity>,
     /// Rooms this socket joined (the hub may have evicted some since).
     pub(crate) rooms: JoinedRooms,
-    /// When this socket last relayed `isTyping: true` per room (throttling).
-    pub(crate) typing_sent: TypingSent,
     pub(crate) strikes: u32,
     strike_window: Instant,
     _slot: Option<OwnedSemaphorePermit>,
@@ -98,7 +96,6 @@ where
             closing,
             identity: None,
             rooms: JoinedRooms::default(),
-            typing_sent: TypingSent::default(),
             strikes: 0,
             strike_window: Instant::now(),
             _slot: slot,

@@ -1,0 +1,299 @@
+//! The room change stream: every change to a room's visible state has the room's next
+//! `rev` (sql/050), and the relay reads a followed room's changes after the last rev it
+//! read, in rev order. A message newer than the room's seq cursor goes out as `message`,
+//! an older one as `message_updated` (its current state); deletions, read markers and
+//! memberships come from `private.room_changes`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_postgres::types::ToSql;
+
+use super::Relay;
+use crate::db::DbError;
+use crate::hub::{Event, UserId};
+use crate::protocol::{self, user_json, RoomId};
+
+/// Changes read per query.
+const PAGE: i32 = 500;
+/// A room further behind than this many revs is not replayed after a LISTEN loss: its
+/// subscribers are told to reload (`resync`) and it continues from where it stands.
+const MAX_CATCH_UP_REVS: i64 = 10_000;
+/// How long catch-up waits for subscribers' queues to drain below half before writing
+/// the next page; a reader still over it then is too slow, and the next page closes it.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+/// A membership change rung again after this long is not told to the member again.
+const MEMBER_CHANGE_FRESH_MS: i64 = 60_000;
+
+/// One row of `pgchat.changes_after`.
+struct Change {
+    rev: i64,
+    kind: String,
+    seq: Option<i64>,
+    user: Option<UserId>,
+    body: Option<String>,
+}
+
+impl Relay {
+    /// Reads one page of each room's changes (the queries pipelined on one connection),
+    /// relays them, and reads on in pages for rooms that had more.
+    pub(super) async fn read_changes(&self, rooms: &[RoomId]) -> Result<(), DbError> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let client = self.db.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "select rev, kind, seq, user_id, body from pgchat.changes_after($1, $2, $3)",
+            )
+            .await?;
+        let afters: Vec<(RoomId, i64)> = rooms
+            .iter()
+            .filter_map(|r| {
+                self.hub
+                    .position(*r)
+                    .and_then(|(_, rev)| rev)
+                    .map(|a| (*r, a))
+            })
+            .collect();
+        let params: Vec<[&(dyn ToSql + Sync); 3]> = afters
+            .iter()
+            .map(|(room, after)| [room as &(dyn ToSql + Sync), after, &PAGE])
+            .collect();
+        let pages =
+            futures_util::future::join_all(params.iter().map(|p| client.query(&stmt, p))).await;
+        drop(client);
+        for ((room, after), page) in afters.into_iter().zip(pages) {
+            let page: Vec<Change> = page?.iter().map(to_change).collect();
+            let full = page.len() == PAGE as usize;
+            let last = self.apply(room, &page).await;
+            if full {
+                self.stream(room, last.unwrap_or(after)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Relays a room's changes after `after` page by page, each page written before the
+    /// next is read, until the stream is exhausted. A backlog too large to replay is
+    /// skipped with a `resync`.
+    async fn stream(&self, room: RoomId, mut after: i64) -> Result<(), DbError> {
+        let client = self.db.client().await?;
+        let position = client
+            .query_opt(
+                "select last_seq, last_rev from pgchat.room_position($1)",
+                &[&room],
+            )
+            .await?;
+        if let Some(row) = position {
+            let (last_seq, last_rev): (i64, i64) = (row.get(0), row.get(1));
+            if last_rev - after > MAX_CATCH_UP_REVS {
+                tracing::info!(
+                    room,
+                    behind = last_rev - after,
+                    "backlog too large to replay; subscribers resync"
+                );
+                metrics::counter!("pgchat_resyncs_total").increment(1);
+                let frame = protocol::frame(
+                    "resync",
+                    None,
+                    json!({"roomId": room, "lastSeq": last_seq, "lastRev": last_rev}),
+                );
+                self.hub.skip_to(room, last_seq, last_rev, frame);
+                return Ok(());
+            }
+        }
+        let stmt = client
+            .prepare_cached(
+                "select rev, kind, seq, user_id, body from pgchat.changes_after($1, $2, $3)",
+            )
+            .await?;
+        loop {
+            if self.hub.position(room).is_none() {
+                return Ok(()); // everyone left meanwhile
+            }
+            let page: Vec<Change> = client
+                .query(&stmt, &[&room, &after, &PAGE])
+                .await?
+                .iter()
+                .map(to_change)
+                .collect();
+            let full = page.len() == PAGE as usize;
+            if let Some(last) = self.apply(room, &page).await {
+                after = last;
+            }
+            if !full {
+                return Ok(());
+            }
+            self.drain(room).await;
+        }
+    }
+
+    /// Writes what is queued and waits, within [`DRAIN_WAIT`], until every subscriber's
+    /// queue is at most half full: a fast reader is never closed by catch-up.
+    async fn drain(&self, room: RoomId) {
+        self.hub.flush();
+        let started = Instant::now();
+        while self.hub.max_queued(room) > self.queue_capacity / 2 && started.elapsed() < DRAIN_WAIT
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.hub.flush();
+        }
+    }
+
+    /// Relays one page of a room's changes in order; returns the last rev in it.
+    async fn apply(&self, room: RoomId, page: &[Change]) -> Option<i64> {
+        let mut departed = Vec::new();
+        for change in page {
+            let seq_cursor = self.hub.position(room).and_then(|(seq, _)| seq);
+            let body = change.body.as_deref().unwrap_or("null");
+            match (change.kind.as_str(), change.seq, change.user) {
+                ("message", Some(seq), _) => {
+                    if seq_cursor.is_none_or(|c| seq > c) {
+                        metrics::counter!("pgchat_messages_out_total").increment(1);
+                        self.hub.deliver(
+                            room,
+                            Event {
+                                seq: Some(seq),
+                                skip_user: None,
+                                frame: protocol::message_frame(room, body),
+                            },
+                        );
+                    } else {
+                        let frame = protocol::frame_with_raw(
+                            "message_updated",
+                            None,
+                            Some(room),
+                            "message",
+                            body,
+                        );
+                        self.hub.deliver(room, Event::to_all(frame));
+                    }
+                }
+                ("deleted", Some(seq), _) => {
+                    // A message deleted before it was ever relayed here needs no word.
+                    if seq_cursor.is_some_and(|c| seq <= c) {
+                        let frame = protocol::frame_with_raw(
+                            "message_deleted",
+                            None,
+                            Some(room),
+                            "message",
+                            body,
+                        );
+                        self.hub.deliver(room, Event::to_all(frame));
+                    }
+                }
+                ("read", Some(seq), Some(user)) => {
+                    let frame = protocol::frame(
+                        "read",
+                        None,
+                        json!({"roomId": room, "user": user_json(user, change.body.as_deref()), "seq": seq}),
+                    );
+                    self.hub.deliver(room, Event::to_all(frame));
+                }
+                ("joined", _, Some(user)) => self.tell_joined(room, change.rev, user, body),
+                ("left", _, Some(user)) => {
+                    if self.evict(room, user) {
+                        departed.push(user);
+                    }
+                }
+                _ => tracing::debug!(room, kind = %change.kind, "ignoring a change"),
+            }
+        }
+        let last = page.last().map(|c| c.rev);
+        if let Some(rev) = last {
+            self.hub.advance_rev(room, rev);
+        }
+        for user in departed {
+            self.presence.depart(room, user).await;
+        }
+        last
+    }
+
+    /// A membership change in a room nobody here follows: read it by its rev, and tell
+    /// the new member's sockets here about the room.
+    pub(super) async fn member_change(&self, room: RoomId, rev: i64) -> Result<(), DbError> {
+        let client = self.db.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "select user_id, present, body, age_ms from pgchat.member_change_at($1, $2)",
+            )
+            .await?;
+        if let Some(row) = client.query_opt(&stmt, &[&room, &rev]).await? {
+            let (user, present, body, age): (i64, bool, Option<String>, i64) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            if present && age < MEMBER_CHANGE_FRESH_MS {
+                self.tell_joined(room, rev, user, body.as_deref().unwrap_or("null"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user became a member of the room: their sockets here list it at once.
+    fn tell_joined(&self, room: RoomId, rev: i64, user: UserId, room_json: &str) {
+        if !self.hub.has_user(user) {
+            return;
+        }
+        if self.told_joins.lock().unwrap().first_time(room, rev) {
+            let frame = protocol::frame_with_raw("room", None, None, "room", room_json);
+            self.hub.push_to_user(user, &frame, None);
+        }
+    }
+
+    /// The user's membership ended: their sockets here stop receiving the room.
+    /// Returns true when any was subscribed.
+    fn evict(&self, room: RoomId, user: UserId) -> bool {
+        let evicted = self.hub.evict_user(room, user);
+        let frame = protocol::frame("room_left", None, json!({"roomId": room}));
+        for handle in &evicted {
+            handle.push(frame.clone());
+        }
+        !evicted.is_empty()
+    }
+
+    /// Evicts every subscription whose membership ended while doorbells could be missed.
+    pub(super) async fn recheck_memberships(&self) -> Result<(), DbError> {
+        let pairs = self.hub.present_users();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let (rooms, users): (Vec<RoomId>, Vec<UserId>) = pairs.iter().copied().unzip();
+        let client = self.db.client().await?;
+        let stmt = client
+            .prepare_cached("select room_id, user_id from pgchat.memberships($1, $2)")
+            .await?;
+        let still: std::collections::HashSet<(RoomId, UserId)> = client
+            .query(&stmt, &[&rooms, &users])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        drop(client);
+        for (room, user) in pairs.into_iter().filter(|p| !still.contains(p)) {
+            tracing::info!(room, user, "membership ended while LISTEN was down");
+            if self.evict(room, user) {
+                self.presence.depart(room, user).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Catches every followed room up after a LISTEN loss.
+    pub(super) async fn catch_up_all(&self) {
+        for (room, after) in self.hub.positions() {
+            if let Err(e) = self.stream(room, after).await {
+                tracing::warn!(room, error = %e, "catch-up failed");
+            }
+        }
+    }
+}
+
+fn to_change(row: &tokio_postgres::Row) -> Change {
+    Change {
+        rev: row.get(0),
+        kind: row.get(1),
+        seq: row.get(2),
+        user: row.get(3),
+        body: row.get(4),
+    }
+}

@@ -1,0 +1,117 @@
+//! Doorbells → reads → hub events. NOTIFY is only a doorbell (SPEC §6.1): a burst of
+//! them is reduced to the rooms that rang ([`doorbell::Burst`]), and what changed is
+//! read from the tables through the daemon's narrow privileged functions, so a forged
+//! doorbell can cause a read but never a frame.
+//!
+//! - [`changes`]: the room change stream (messages, edits, deletions, read markers,
+//!   memberships), read by rev, in pages that are written as they go
+//! - [`presence`]: who is online, read per room and compared with the roster
+//! - [`typing`]: who is typing, read per room and compared with what is shown
+//!
+//! Reads are batched: one query per room per burst for the change stream, one query per
+//! burst for presence and for typing.
+
+use std::sync::{Arc, Mutex};
+
+use crate::db::Db;
+use crate::hub::Hub;
+use crate::presence::{Presence, TypingTracker};
+use crate::protocol::RoomId;
+
+mod changes;
+pub mod doorbell;
+mod presence;
+mod recent;
+mod typing;
+
+pub use doorbell::{Burst, Doorbell};
+pub use presence::presence_event;
+pub use typing::{expire_typing, typing_event};
+
+/// Turns doorbells into events for this daemon's sockets.
+pub struct Relay {
+    pub db: Db,
+    pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
+    pub typing: Arc<TypingTracker>,
+    /// Frames a socket may queue (`OUTBOUND_QUEUE`): catch-up waits for queues to drain
+    /// below half of it between pages.
+    pub queue_capacity: usize,
+    /// Membership changes already told to the member's sockets, so that one rung twice
+    /// (or read both by rev and in the stream) is told once.
+    told_joins: Mutex<recent::Recent>,
+}
+
+impl Relay {
+    pub fn new(
+        db: Db,
+        hub: Arc<Hub>,
+        presence: Arc<Presence>,
+        typing: Arc<TypingTracker>,
+        queue_capacity: usize,
+    ) -> Self {
+        Self {
+            db,
+            hub,
+            presence,
+            typing,
+            queue_capacity,
+            told_joins: Mutex::new(recent::Recent::default()),
+        }
+    }
+
+    /// Reads and relays what one burst of doorbells rang for.
+    pub async fn ring(&self, burst: Burst) {
+        let mut rooms = Vec::new();
+        for (room, rev, _) in &burst.changes {
+            match self.hub.position(*room) {
+                // Followed here, and the stream moved past what was read.
+                Some((_, Some(read))) if *rev > read => rooms.push(*room),
+                _ => {}
+            }
+        }
+        if let Err(e) = self.read_changes(&rooms).await {
+            tracing::warn!(error = %e, "could not read room changes");
+        }
+        for (room, rev) in &burst.members {
+            if self.hub.position(*room).is_none() {
+                if let Err(e) = self.member_change(*room, *rev).await {
+                    tracing::warn!(room, error = %e, "could not read a membership change");
+                }
+            }
+        }
+        if let Err(e) = self.read_presence(&self.followed(&burst.presence)).await {
+            tracing::warn!(error = %e, "could not read presence");
+        }
+        if let Err(e) = self.read_typing(&self.followed(&burst.typing)).await {
+            tracing::warn!(error = %e, "could not read typing");
+        }
+    }
+
+    /// After the LISTEN connection was re-made, doorbells may have been missed: check
+    /// every subscription's membership before relaying anything, then catch every room
+    /// up and read presence and typing again.
+    pub async fn resync(&self) {
+        if let Err(e) = self.recheck_memberships().await {
+            tracing::warn!(error = %e, "could not re-check memberships");
+        }
+        self.catch_up_all().await;
+        self.hub.flush();
+        let rooms = self.hub.room_ids();
+        if let Err(e) = self.read_presence(&rooms).await {
+            tracing::warn!(error = %e, "could not read presence");
+        }
+        if let Err(e) = self.read_typing(&rooms).await {
+            tracing::warn!(error = %e, "could not read typing");
+        }
+    }
+
+    /// The rooms of `rooms` that have subscribers here.
+    fn followed(&self, rooms: &[RoomId]) -> Vec<RoomId> {
+        rooms
+            .iter()
+            .copied()
+            .filter(|r| self.hub.position(*r).is_some())
+            .collect()
+    }
+}
