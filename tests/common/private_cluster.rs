@@ -1,7 +1,7 @@
 //! A private PostgreSQL 15 cluster of one test's own, behind a network cable the test
 //! can cut: the cluster runs in its own network namespace, joined to the host by a veth
-//! pair, so setting the host end down is a real cable cut (packets vanish, nothing is
-//! closed, nothing ACKs keepalives), unlike a userspace proxy that stops forwarding.
+//! pair, so setting the link down is a real cable cut (packets vanish, nothing is closed,
+//! nothing ACKs keepalives), unlike a userspace proxy that stops forwarding.
 //!
 //! ```ignore
 //! let cluster = PrivateCluster::new().await;       // netns + veth + initdb + start + migrate
@@ -37,6 +37,7 @@ pub const DB_NAME: &str = "pgchat";
 pub struct PrivateCluster {
     netns: String,
     host_if: String,
+    inner_if: String,
     /// The host side's /30, e.g. `10.213.4.8/30`, and the cluster's address in it.
     subnet: String,
     inner_ip: String,
@@ -55,6 +56,7 @@ impl PrivateCluster {
             netns: format!("pgchat-{pid}-{n}"),
             // Interface names are at most 15 bytes.
             host_if: format!("pch{pid:x}{n:x}h"),
+            inner_if: format!("pch{pid:x}{n:x}i"),
             subnet: format!("{subnet_base}.{}/30", slot * 4),
             inner_ip: format!("{subnet_base}.{}", slot * 4 + 2),
             dir: std::env::temp_dir().join(format!("pgchat-cluster-{pid}-{n}")),
@@ -118,15 +120,34 @@ impl PrivateCluster {
         out["id"].as_i64().unwrap()
     }
 
-    /// Cuts the cable: the host end goes down, packets to the cluster are dropped on the
-    /// host and nothing reaches the daemon's open connections, not even a reset.
+    /// Cuts the cable. The namespace's end goes down, so the host's end loses its carrier
+    /// but keeps its address and route: the daemon's kernel still sends, without error,
+    /// and every packet vanishes in the veth. Open connections hang, nothing is reset,
+    /// new connections time out. (Setting the host end down instead removes the route,
+    /// so the daemon's kernel would refuse to send at once: not what a freeze looks like.)
     pub fn cut(&self) {
-        run("ip", &["link", "set", &self.host_if, "down"]);
+        self.inner_link("down");
     }
 
     /// Plugs the cable back in.
     pub fn restore(&self) {
-        run("ip", &["link", "set", &self.host_if, "up"]);
+        self.inner_link("up");
+    }
+
+    fn inner_link(&self, state: &str) {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.netns,
+                "ip",
+                "link",
+                "set",
+                &self.inner_if,
+                state,
+            ],
+        );
     }
 
     /// Stops the postmaster (fast shutdown: sessions are closed).
@@ -174,7 +195,7 @@ impl PrivateCluster {
     }
 
     fn make_network(&self, subnet_base: &str, slot: u32) {
-        let inner_if = format!("{}i", &self.host_if[..self.host_if.len() - 1]);
+        let inner_if = &self.inner_if;
         let host_ip = format!("{subnet_base}.{}/30", slot * 4 + 1);
         let inner_cidr = format!("{}/30", self.inner_ip);
         run("ip", &["netns", "add", &self.netns]);
@@ -194,8 +215,8 @@ impl PrivateCluster {
         run("ip", &["link", "set", &inner_if, "netns", &self.netns]);
         run("ip", &["addr", "add", &host_ip, "dev", &self.host_if]);
         run("ip", &["link", "set", &self.host_if, "up"]);
-        // While the link is down its route is gone; without this the host would send the
-        // cluster's packets to its default gateway instead of dropping them.
+        // Should the host end ever go down, its route goes with it: without this the host
+        // would send the cluster's packets to its default gateway instead of dropping them.
         run(
             "ip",
             &[
