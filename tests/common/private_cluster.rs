@@ -209,10 +209,10 @@ impl PrivateCluster {
                 "veth",
                 "peer",
                 "name",
-                &inner_if,
+                inner_if,
             ],
         );
-        run("ip", &["link", "set", &inner_if, "netns", &self.netns]);
+        run("ip", &["link", "set", inner_if, "netns", &self.netns]);
         run("ip", &["addr", "add", &host_ip, "dev", &self.host_if]);
         run("ip", &["link", "set", &self.host_if, "up"]);
         // Should the host end ever go down, its route goes with it: without this the host
@@ -233,8 +233,8 @@ impl PrivateCluster {
             all.extend_from_slice(args);
             run("ip", &all);
         };
-        ns(&["addr", "add", &inner_cidr, "dev", &inner_if]);
-        ns(&["link", "set", &inner_if, "up"]);
+        ns(&["addr", "add", &inner_cidr, "dev", inner_if]);
+        ns(&["link", "set", inner_if, "up"]);
         ns(&["link", "set", "lo", "up"]);
     }
 
