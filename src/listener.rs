@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Db, DbError};
 use crate::hub::{Event, FlushDue, Hub};
+use crate::listener_probe::{self, Liveness};
 use crate::migrate::quote_ident;
 use crate::presence::{Presence, TypingTracker};
 use crate::protocol::{self, RoomId};
@@ -31,10 +32,12 @@ const NOTIFY_BUFFER: usize = 8192;
 /// already waiting: a burst reaches each socket in one write per few messages.
 const FLUSH_EVERY: usize = 16;
 
-/// Shared with /readyz: true while LISTEN is established.
+/// Shared with /readyz: true while LISTEN is established, and when the connection last
+/// answered (see `listener_probe`).
 #[derive(Default)]
 pub struct ListenerState {
     pub listening: AtomicBool,
+    pub alive: Arc<Liveness>,
 }
 
 pub struct Listener {
@@ -80,6 +83,7 @@ impl Listener {
     async fn listen_once(&self, first: bool) -> Result<(), DbError> {
         let config = db::connect_config(&self.url, "pgchat-listener", Duration::from_secs(30))?;
         let (client, mut connection) = config.connect(NoTls).await?;
+        let client = Arc::new(client);
         let (tx, mut rx) = mpsc::channel::<tokio_postgres::Notification>(NOTIFY_BUFFER);
         let forward = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -98,9 +102,16 @@ impl Listener {
                 }
             }
         });
+        // A hung connection ends `forward`, and with it the receive loop below.
+        let _probe = listener_probe::spawn(
+            client.clone(),
+            forward.abort_handle(),
+            self.state.alive.clone(),
+        );
         client
             .batch_execute(&format!("LISTEN {}", quote_ident(&self.channel)))
             .await?;
+        self.state.alive.mark();
         if let Err(e) = self.db.load_role_settings().await {
             tracing::warn!(error = %e, "could not read role settings");
         }
