@@ -133,8 +133,17 @@ pub fn connect_config(
         "-c statement_timeout={}",
         statement_timeout.as_millis()
     ));
+    // A peer that vanishes without closing (cable cut, frozen host) is found within
+    // about 20 s: idle connections by keepalives (10 s idle, then 3 probes 3 s apart),
+    // ones waiting on an answer by the TCP user timeout (unacknowledged data for 20 s).
+    // Without these, an idle connection lingers for hours and a query in flight for
+    // ~15 minutes of retransmissions; statement_timeout cannot help, as the server
+    // that would enforce it is unreachable.
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(15));
+    config.keepalives_idle(Duration::from_secs(10));
+    config.keepalives_interval(Duration::from_secs(3));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(Duration::from_secs(20));
     config.connect_timeout(Duration::from_secs(5));
     Ok(config)
 }

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::listener_probe;
 use crate::server::AppState;
 
 type Body = Full<Bytes>;
@@ -42,8 +44,7 @@ pub async fn handle(
         (&Method::GET, "/" | "/ws") if is_upgrade(&req) => upgrade(req, state, slot),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
-            let listening = state.listener.listening.load(Ordering::Acquire);
-            if listening && state.db.ping().await {
+            if ready(&state).await {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -64,6 +65,38 @@ pub async fn handle(
         },
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     })
+}
+
+/// Longest a pool ping may take before `/readyz` says 503: well under the 1 s a probe
+/// of an orchestrator is commonly allowed, well over a healthy round trip.
+const READY_PING_DEADLINE: Duration = Duration::from_millis(800);
+/// The LISTEN connection must have answered more recently than this: a probe is due
+/// every interval and may take up to its deadline.
+const READY_LISTEN_AGE: Duration = Duration::from_secs(
+    listener_probe::PROBE_INTERVAL.as_secs() + listener_probe::PROBE_DEADLINE.as_secs() + 1,
+);
+
+/// Ready when LISTEN is established and answered recently, and a pooled connection
+/// answers within [`READY_PING_DEADLINE`]. Never waits longer than that: when unsure, not
+/// ready (a hung database must not hang the orchestrator's probe too).
+async fn ready(state: &AppState) -> bool {
+    let listener = &state.listener;
+    if !listener.listening.load(Ordering::Acquire) || !listener.alive.within(READY_LISTEN_AGE) {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + READY_PING_DEADLINE;
+    let Ok(Ok(client)) = tokio::time::timeout_at(deadline, state.db.client()).await else {
+        return false;
+    };
+    match tokio::time::timeout_at(deadline, client.simple_query("")).await {
+        Ok(answer) => answer.is_ok(),
+        Err(_) => {
+            // Likely dead (its peer gone without a word): keep it from the next user action,
+            // which would otherwise wait for the TCP user timeout to fail it.
+            drop(deadpool_postgres::Object::take(client));
+            false
+        }
+    }
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {

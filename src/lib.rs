@@ -37,6 +37,7 @@ pub mod frame_writer;
 pub mod http;
 pub mod hub;
 pub mod listener;
+pub mod listener_probe;
 pub mod metrics;
 pub mod migrate;
 pub mod outbound;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Db, DbError};
 use crate::hub::{FlushDue, Hub};
+use crate::listener_probe::{self, Liveness};
 use crate::migrate::quote_ident;
 use crate::presence::Presence;
 use crate::protocol::RoomId;
@@ -36,6 +37,8 @@ const MAX_BURST: usize = 1024;
 pub struct ListenerState {
     /// True while LISTEN is established.
     pub listening: AtomicBool,
+    /// When the connection last answered (see `listener_probe`).
+    pub alive: Arc<Liveness>,
     /// Rooms this daemon just started following: their stream is read once more, for
     /// doorbells that rang before the relay knew where the room's stream stood.
     wakes: Mutex<Vec<RoomId>>,
@@ -96,6 +99,7 @@ impl Listener {
     async fn listen_once(&self, first: bool) -> Result<(), DbError> {
         let config = db::connect_config(&self.url, "pgchat-listener", Duration::from_secs(30))?;
         let (client, mut connection) = config.connect(NoTls).await?;
+        let client = Arc::new(client);
         let (tx, mut rx) = mpsc::channel::<String>(NOTIFY_BUFFER);
         let forward = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -114,9 +118,16 @@ impl Listener {
                 }
             }
         });
+        // A hung connection ends `forward`, and with it the receive loop below.
+        let _probe = listener_probe::spawn(
+            client.clone(),
+            forward.abort_handle(),
+            self.state.alive.clone(),
+        );
         client
             .batch_execute(&format!("LISTEN {}", quote_ident(&self.channel)))
             .await?;
+        self.state.alive.mark();
         if let Err(e) = self.db.load_role_settings().await {
             tracing::warn!(error = %e, "could not read role settings");
         }

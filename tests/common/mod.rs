@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod postgrest;
+pub mod private_cluster;
 pub mod server;
 
 use std::sync::OnceLock;

@@ -32,8 +32,22 @@ impl TestServer {
         extra: &[(&str, &str)],
         listener: tokio::net::TcpListener,
     ) -> TestServer {
+        Self::start_url_on(&db.authenticator_url, extra, listener).await
+    }
+
+    /// Starts pgchat against any database URL (e.g. a private cluster's daemon URL).
+    pub async fn start_url(database_url: &str, extra: &[(&str, &str)]) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_url_on(database_url, extra, listener).await
+    }
+
+    pub async fn start_url_on(
+        database_url: &str,
+        extra: &[(&str, &str)],
+        listener: tokio::net::TcpListener,
+    ) -> TestServer {
         let mut pairs: Vec<(String, String)> = vec![
-            ("DATABASE_URL".into(), db.authenticator_url.clone()),
+            ("DATABASE_URL".into(), database_url.to_string()),
             ("JWT_SECRET".into(), JWT_SECRET.into()),
             ("DB_POOL_SIZE".into(), "4".into()),
         ];
