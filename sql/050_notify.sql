@@ -3,9 +3,14 @@
 -- pg_notify payloads must stay under 8000 bytes: a message row that does not fit is
 -- sent as a reference (room_id, seq) and the daemon fetches it.
 
+-- Read from a table no session can write (sql/005), never from a setting: a writer
+-- could `set_config('pgchat.channel', …)` and ring a channel no daemon listens on.
+-- PL/pgSQL keeps its plan for the connection's life (it runs on every notification).
 create or replace function pgchat.channel() returns text
-language sql stable as $$
-  select coalesce(nullif(current_setting('pgchat.channel', true), ''), 'pgchat');
+language plpgsql stable security definer set search_path = pg_catalog as $$
+begin
+  return coalesce((select s.notify_channel from private.settings s), 'pgchat');
+end
 $$;
 
 create or replace function private.notify_message() returns trigger

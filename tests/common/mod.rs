@@ -5,6 +5,7 @@
 
 pub mod postgrest;
 pub mod server;
+pub mod stranger;
 
 use std::sync::OnceLock;
 
@@ -48,7 +49,7 @@ pub fn with_db(url: &str, db: &str) -> String {
     config_to_url(&config)
 }
 
-fn with_user_db(url: &str, user: &str, db: &str) -> String {
+pub fn with_user_db(url: &str, user: &str, db: &str) -> String {
     let mut config: tokio_postgres::Config = url.parse().expect("valid DATABASE_URL");
     config.dbname(db);
     config.user(user);
@@ -84,10 +85,11 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-fn settings() -> pgchat::migrate::DatabaseSettings<'static> {
+/// What the template is migrated with: `JWT_SECRET`, the default channel.
+pub fn settings() -> pgchat::migrate::DatabaseSettings {
     pgchat::migrate::DatabaseSettings {
-        jwt_secret: JWT_SECRET,
-        notify_channel: "pgchat",
+        jwt_key: JWT_SECRET.as_bytes().to_vec(),
+        notify_channel: "pgchat".into(),
     }
 }
 
