@@ -1,6 +1,7 @@
 -- Users and in-database login (stands in for the host app's own auth).
 -- Tokens are signed in SQL with HS256, the pgjwt `sign()` algorithm, so that PostgREST
--- and pgchat both accept them with the same secret (`app.jwt_secret`).
+-- and pgchat both accept them with the same secret. The key is the active row of
+-- `private.jwt_keys` (sql/005), which only the owner of api.login and api.signup reads.
 
 create table if not exists private.users (
   id            bigint generated always as identity primary key,
@@ -15,14 +16,18 @@ language sql immutable strict as $$
   select translate(encode(data, 'base64'), E'+/=\n', '-_');
 $$;
 
-create or replace function private.jwt_sign(payload json, secret text) returns text
+-- The key is bytes, not text: a base64 JWT_SECRET decodes to any bytes, and PostgREST
+-- verifies with the decoded bytes. (The text version signed with the base64 text.)
+drop function if exists private.jwt_sign(json, text);
+
+create or replace function private.jwt_sign(payload json, key bytea) returns text
 language sql immutable strict as $$
   with parts as (
     select private.url_encode(convert_to('{"alg":"HS256","typ":"JWT"}', 'utf8')) as header,
            private.url_encode(convert_to(payload::text, 'utf8')) as body
   )
   select header || '.' || body || '.' ||
-         private.url_encode(hmac(header || '.' || body, secret, 'sha256'))
+         private.url_encode(hmac(convert_to(header || '.' || body, 'utf8'), key, 'sha256'))
   from parts;
 $$;
 
@@ -32,16 +37,27 @@ language sql stable as $$
   select nullif(current_setting('request.jwt.claims', true)::json->>'sub', '')::bigint;
 $$;
 
+-- Not SECURITY DEFINER: it reads the key only as the owner of its callers, api.login
+-- and api.signup. No one else may execute it, and no one else could read the key.
+-- PL/pgSQL, to refuse clearly when migrate has not written a key yet.
 create or replace function private.token_for(u private.users) returns text
-language sql stable as $$
-  select private.jwt_sign(
+language plpgsql stable as $$
+declare
+  key bytea;
+begin
+  select k.secret into key from private.jwt_keys k where k.active;
+  if key is null then
+    raise exception 'no token signing key: run pgchat migrate' using errcode = '55000';
+  end if;
+  return private.jwt_sign(
     json_build_object(
       'sub',  u.id::text,
       'role', 'authenticated',
       'name', u.name,
       'iat',  extract(epoch from now())::bigint,
       'exp',  extract(epoch from now() + interval '24 hours')::bigint),
-    current_setting('app.jwt_secret'));
+    key);
+end
 $$;
 
 create or replace function api.signup(email text, password text, name text) returns json

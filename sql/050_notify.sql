@@ -8,9 +8,14 @@
 --   p:<room>        presence in the room changed (sql/060)
 --   t:<room>        typing in the room changed (sql/060)
 
+-- Read from a table no session can write (sql/005), never from a setting: a writer
+-- could `set_config('pgchat.channel', …)` and ring a channel no daemon listens on.
+-- PL/pgSQL keeps its plan for the connection's life (it runs on every notification).
 create or replace function pgchat.channel() returns text
-language sql stable as $$
-  select coalesce(nullif(current_setting('pgchat.channel', true), ''), 'pgchat');
+language plpgsql stable security definer set search_path = pg_catalog as $$
+begin
+  return coalesce((select s.notify_channel from private.settings s), 'pgchat');
+end
 $$;
 
 -- Changes without a row of their own to carry a rev: deleted messages, memberships and

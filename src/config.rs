@@ -219,12 +219,6 @@ impl Config {
             .map_err(|_| ConfigError::BadBase64Secret)
     }
 
-    /// The secret as text, for the database setting that SQL signs tokens with.
-    pub fn secret_text(&self) -> Result<String, ConfigError> {
-        self.secret_bytes()
-            .and_then(|b| String::from_utf8(b).map_err(|_| ConfigError::BadBase64Secret))
-    }
-
     pub fn admin_url(&self) -> &str {
         self.admin_database_url
             .as_deref()

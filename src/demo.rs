@@ -33,16 +33,9 @@ pub fn default_environment() {
 }
 
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    let secret = config.jwt_secret.clone().context("JWT_SECRET is not set")?;
-    migrate(
-        config.admin_url(),
-        &DatabaseSettings {
-            jwt_secret: &secret,
-            notify_channel: &config.notify_channel,
-        },
-    )
-    .await
-    .context("migrating the database")?;
+    migrate(config.admin_url(), &DatabaseSettings::from_config(&config)?)
+        .await
+        .context("migrating the database")?;
     if config.static_dir.is_none() {
         config.static_dir = Some(std::path::PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -28,7 +28,7 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
-    /// Apply the embedded SQL schema and set the database's JWT secret setting.
+    /// Apply the embedded SQL schema and store the signing key and NOTIFY channel.
     Migrate,
     /// Print a JWT signed with the configured secret.
     Token {
@@ -128,14 +128,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
-fn database_settings(config: &Config) -> anyhow::Result<pgchat::migrate::DatabaseSettings<'_>> {
-    Ok(pgchat::migrate::DatabaseSettings {
-        jwt_secret: config
-            .jwt_secret
-            .as_deref()
-            .context("JWT_SECRET is not set")?,
-        notify_channel: &config.notify_channel,
-    })
+fn database_settings(config: &Config) -> anyhow::Result<pgchat::migrate::DatabaseSettings> {
+    Ok(pgchat::migrate::DatabaseSettings::from_config(config)?)
 }
 
 /// `90s`, `30m`, `1h`, `7d` or plain seconds; `0` means no expiry.

@@ -1,15 +1,21 @@
-//! `pgchat migrate`: applies the SQL files embedded in the binary, in order, and sets
-//! the database setting SQL signs tokens with.
+//! `pgchat migrate`: applies the SQL files embedded in the binary, in order, and writes
+//! the settings SQL reads (the token signing key, the NOTIFY channel) into private
+//! tables.
 //!
 //! Every file is idempotent, and each applied file is recorded with its checksum, so a
 //! second run applies nothing and changes nothing. A changed file is applied again.
 //! Concurrent migrations (several daemons starting at once) serialise on an advisory lock.
 
+mod settings;
+
 use tokio_postgres::{Client, NoTls};
+
+use crate::config::{Config, ConfigError};
 
 /// The files of `sql/`, in the order they apply.
 pub const SQL_FILES: &[(&str, &str)] = &[
     ("000_roles.sql", include_str!("../sql/000_roles.sql")),
+    ("005_settings.sql", include_str!("../sql/005_settings.sql")),
     ("010_auth.sql", include_str!("../sql/010_auth.sql")),
     (
         "020_chat_schema.sql",
@@ -24,6 +30,12 @@ pub const SQL_FILES: &[(&str, &str)] = &[
         include_str!("../sql/070_daemon_grants.sql"),
     ),
 ];
+
+/// The file that creates the settings tables. migrate writes the settings as soon as
+/// it is in place, before the files that read them, and removes the legacy database
+/// settings only after the last file: during an upgrade, the old `token_for` always
+/// finds its setting and the new one its key.
+const SETTINGS_FILE: &str = "005_settings.sql";
 
 /// Arbitrary constant key for `pg_advisory_lock`; "pgchat" in ASCII.
 const MIGRATION_LOCK: i64 = 0x7067_6368_6174;
@@ -42,6 +54,8 @@ pub enum MigrateError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("storing the signing key and NOTIFY channel failed: {0}")]
+    Settings(#[source] tokio_postgres::Error),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
 }
@@ -52,16 +66,29 @@ pub struct MigrateReport {
     pub settings_changed: bool,
 }
 
-/// What migrate writes besides the schema: database settings read by SQL.
-pub struct DatabaseSettings<'a> {
-    pub jwt_secret: &'a str,
-    pub notify_channel: &'a str,
+/// What migrate writes besides the schema (sql/005_settings.sql). No `Debug`: it holds
+/// the signing key.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// The HMAC key SQL signs tokens with: the bytes the daemon verifies with
+    /// (`JWT_SECRET`, base64-decoded when `JWT_SECRET_IS_BASE64` is set).
+    pub jwt_key: Vec<u8>,
+    pub notify_channel: String,
+}
+
+impl DatabaseSettings {
+    pub fn from_config(config: &Config) -> Result<DatabaseSettings, ConfigError> {
+        Ok(DatabaseSettings {
+            jwt_key: config.secret_bytes()?,
+            notify_channel: config.notify_channel.clone(),
+        })
+    }
 }
 
 /// Applies the schema to the database at `url`, creating the database when missing.
 pub async fn migrate(
     url: &str,
-    settings: &DatabaseSettings<'_>,
+    settings: &DatabaseSettings,
 ) -> Result<MigrateReport, MigrateError> {
     let config: tokio_postgres::Config = url
         .parse()
@@ -87,7 +114,7 @@ pub async fn migrate(
 
 async fn apply_all(
     client: &Client,
-    settings: &DatabaseSettings<'_>,
+    settings: &DatabaseSettings,
 ) -> Result<MigrateReport, MigrateError> {
     client
         .batch_execute(
@@ -101,61 +128,45 @@ async fn apply_all(
         .await?;
     let mut report = MigrateReport::default();
     for (name, sql) in SQL_FILES {
-        let current: Option<String> = client
-            .query_opt(
-                "select checksum from pgchat.migrations where name = $1",
-                &[name],
-            )
-            .await?
-            .map(|row| row.get(0));
-        let wanted: String = client.query_one("select md5($1)", &[sql]).await?.get(0);
-        if current.as_deref() == Some(wanted.as_str()) {
-            continue;
+        if apply_file(client, name, sql).await? {
+            report.applied.push(name);
         }
-        let apply = format!(
-            "begin;\n{sql}\n;\ninsert into pgchat.migrations (name, checksum) values ({}, {})
-             on conflict (name) do update set checksum = excluded.checksum, applied_at = now();\ncommit;",
-            quote_literal(name),
-            quote_literal(&wanted)
-        );
-        if let Err(source) = client.batch_execute(&apply).await {
-            let _ = client.batch_execute("rollback").await;
-            return Err(MigrateError::Apply { file: name, source });
+        if *name == SETTINGS_FILE {
+            report.settings_changed = settings::write(client, settings)
+                .await
+                .map_err(MigrateError::Settings)?;
         }
-        report.applied.push(name);
     }
-    report.settings_changed |=
-        set_database_setting(client, "app.jwt_secret", settings.jwt_secret).await?;
-    report.settings_changed |=
-        set_database_setting(client, "pgchat.channel", settings.notify_channel).await?;
+    report.settings_changed |= settings::reset_legacy(client)
+        .await
+        .map_err(MigrateError::Settings)?;
     Ok(report)
 }
 
-/// `ALTER DATABASE … SET name = value` unless it already holds that value.
-/// Returns whether it changed anything.
-async fn set_database_setting(
-    client: &Client,
-    name: &str,
-    value: &str,
-) -> Result<bool, MigrateError> {
-    let stored: Option<String> = client
+/// Applies one file in its own transaction unless it is recorded with this checksum.
+/// Returns whether it applied it.
+async fn apply_file(client: &Client, name: &'static str, sql: &str) -> Result<bool, MigrateError> {
+    let current: Option<String> = client
         .query_opt(
-            "select substr(cfg, length($1) + 2)
-               from pg_db_role_setting s, unnest(s.setconfig) cfg
-              where s.setdatabase = (select oid from pg_database where datname = current_database())
-                and s.setrole = 0 and starts_with(cfg, $1 || '=')",
+            "select checksum from pgchat.migrations where name = $1",
             &[&name],
         )
         .await?
         .map(|row| row.get(0));
-    if stored.as_deref() == Some(value) {
+    let wanted: String = client.query_one("select md5($1)", &[&sql]).await?.get(0);
+    if current.as_deref() == Some(wanted.as_str()) {
         return Ok(false);
     }
-    let sql: String = client
-        .query_one("select format('alter database %I set %s = %L', current_database(), $1::text, $2::text)", &[&name, &value])
-        .await?
-        .get(0);
-    client.batch_execute(&sql).await?;
+    let apply = format!(
+        "begin;\n{sql}\n;\ninsert into pgchat.migrations (name, checksum) values ({}, {})
+         on conflict (name) do update set checksum = excluded.checksum, applied_at = now();\ncommit;",
+        quote_literal(name),
+        quote_literal(&wanted)
+    );
+    if let Err(source) = client.batch_execute(&apply).await {
+        let _ = client.batch_execute("rollback").await;
+        return Err(MigrateError::Apply { file: name, source });
+    }
     Ok(true)
 }
 

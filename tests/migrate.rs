@@ -1,8 +1,13 @@
 //! `pgchat migrate` run twice changes nothing, and every SQL file is idempotent on its
 //! own (applied raw, twice in a row). Changes are detected with a catalog fingerprint:
 //! definitions, privileges, policies, triggers and settings of everything pgchat owns.
+//! A database at the previous release (tests/fixtures/previous_release) upgrades.
 
 mod common;
+
+#[allow(dead_code)]
+#[path = "fixtures/previous_release/migrate.rs"]
+mod previous_release;
 
 use pgchat::migrate::{migrate, DatabaseSettings, SQL_FILES};
 
@@ -62,6 +67,11 @@ select string_agg(line, E'\n' order by line) from (
     from pg_db_role_setting s, unnest(s.setconfig) cfg
    where s.setdatabase = (select oid from pg_database where datname = current_database())
   union all
+  select format('jwt key kid=%s alg=%s secret=%s active=%s', kid, alg, md5(secret), active)
+    from private.jwt_keys
+  union all
+  select format('settings notify_channel=%s', notify_channel) from private.settings
+  union all
   select format('role %s login=%s inherit=%s member_of=%s', r.rolname, r.rolcanlogin,
                 r.rolinherit,
                 (select array_agg(m.roleid::regrole order by m.roleid::regrole::text)
@@ -70,10 +80,10 @@ select string_agg(line, E'\n' order by line) from (
 ) lines
 "#;
 
-fn settings(secret: &str) -> DatabaseSettings<'_> {
+fn settings(secret: &str) -> DatabaseSettings {
     DatabaseSettings {
-        jwt_secret: secret,
-        notify_channel: "pgchat",
+        jwt_key: secret.as_bytes().to_vec(),
+        notify_channel: "pgchat".into(),
     }
 }
 
@@ -125,11 +135,14 @@ async fn running_migrate_twice_is_a_no_op() {
         "class api.chat_messages r rls=t ",
         "policy api.chat_messages chat_messages_insert",
         "trigger CREATE TRIGGER chat_messages_notify",
-        "setting app.jwt_secret=",
+        "jwt key kid= alg=HS256 ",
+        "settings notify_channel=pgchat",
         "role authenticator login=t inherit=f",
     ] {
         assert!(catalog.contains(needle), "fingerprint lacks {needle}");
     }
+    // Nothing is left in database settings, which every role can read.
+    assert!(!catalog.contains("setting "), "{catalog}");
     let recorded = migrations_table(&db).await;
     assert_eq!(recorded.len(), SQL_FILES.len());
 
@@ -151,6 +164,26 @@ async fn running_migrate_twice_is_a_no_op() {
     assert!(rotated.applied.is_empty());
     assert!(rotated.settings_changed);
     assert_ne!(fingerprint(&db).await, catalog);
+
+    // So is a new channel, and the triggers' channel function follows it.
+    let moved = migrate(
+        &db.admin_url,
+        &DatabaseSettings {
+            notify_channel: "chat_events".into(),
+            ..settings("another-secret-0123456789-abcdefghijklmn")
+        },
+    )
+    .await
+    .unwrap();
+    assert!(moved.applied.is_empty());
+    assert!(moved.settings_changed);
+    let admin = db.admin().await;
+    let channel: String = admin
+        .query_one("select pgchat.channel()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(channel, "chat_events");
 }
 
 #[tokio::test]
@@ -178,4 +211,114 @@ async fn every_sql_file_applies_twice_in_a_row() {
         let changed: Vec<&str> = prints[1].lines().filter(|l| !first.contains(l)).collect();
         panic!("the second pass changed the catalog: {changed:#?}");
     }
+}
+
+/// Issue 11 points 0 and 3 on upgrade (SPEC §6.1: tested from a database at the
+/// previous release). That release kept the signing key and the channel in database
+/// settings, where every role reads them and every session shadows them. After today's
+/// migrate they are gone from there, and the users, passwords, tokens and messages
+/// the database held all still work.
+#[tokio::test]
+async fn a_database_at_the_previous_release_upgrades_and_loses_its_settings() {
+    let mut db = fresh_database(&format!("{}_upgrade", common::db_prefix()));
+    previous_release::migrate(
+        &db.admin_url,
+        &previous_release::DatabaseSettings {
+            jwt_secret: common::JWT_SECRET,
+            notify_channel: "pgchat",
+        },
+    )
+    .await
+    .unwrap();
+    db.authenticator_url = common::with_user_db(&common::admin_url(), "authenticator", &db.name);
+    let (alice, old_token) = db.signup("alice@example.com", "Alice").await;
+    let room = {
+        let pg = db.postgrest().await;
+        let room = pg.create_room(alice, "General").await;
+        pg.send(alice, room, "written before the upgrade").await;
+        room
+    };
+    let stranger = common::stranger::Stranger::new(&db).await;
+    let leaked: Option<String> = stranger
+        .connect()
+        .await
+        .query_one("select current_setting('app.jwt_secret', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        leaked.as_deref(),
+        Some(common::JWT_SECRET),
+        "the fixture is not the release that leaked the key"
+    );
+
+    let report = migrate(&db.admin_url, &common::settings()).await.unwrap();
+    for file in ["005_settings.sql", "010_auth.sql", "050_notify.sql"] {
+        assert!(report.applied.contains(&file), "{:?}", report.applied);
+    }
+    assert!(report.settings_changed);
+
+    // Settings are read when a session starts: new sessions see what is left.
+    let s = stranger.connect().await;
+    let setting: Option<String> = s
+        .query_one("select current_setting('app.jwt_secret', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, None);
+    let stored: Vec<String> = s
+        .query(
+            "select cfg from pg_db_role_setting d, unnest(d.setconfig) cfg
+              where d.setdatabase = (select oid from pg_database
+                                      where datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(stored.is_empty(), "database settings left: {stored:?}");
+    let channel: String = db
+        .admin()
+        .await
+        .query_one("select pgchat.channel()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(channel, "pgchat");
+
+    // The old password logs in; the new token and the one from before both verify.
+    let pg = db.postgrest().await;
+    let out = pg
+        .rpc(
+            &common::postgrest::Claims::anon(),
+            "login",
+            &[
+                ("email", &"alice@example.com"),
+                ("password", &"password123"),
+            ],
+        )
+        .await
+        .unwrap();
+    let config = pgchat::config::Config::from_pairs([("JWT_SECRET", common::JWT_SECRET)]).unwrap();
+    let verifier = pgchat::auth::Verifier::new(&config).unwrap();
+    let now = pgchat::auth::unix_now();
+    for token in [out["token"].as_str().unwrap(), old_token.as_str()] {
+        let identity = verifier.verify(token, now).unwrap();
+        assert_eq!(identity.user_id, Some(alice));
+    }
+    let history = pg
+        .rpc(
+            &common::postgrest::Claims::user(alice),
+            "send_message",
+            &[("room_id", &room), ("message", &"written after")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(history["seq"], 2, "the room's messages were kept");
+
+    let again = migrate(&db.admin_url, &common::settings()).await.unwrap();
+    assert!(again.applied.is_empty(), "{:?}", again.applied);
+    assert!(!again.settings_changed);
 }

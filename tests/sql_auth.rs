@@ -257,3 +257,110 @@ async fn anon_gets_no_chat_data() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501");
 }
+
+/// Issue 11 point 0: the signing key is where no client role reaches it. A login role
+/// with no grants at all, and PostgREST's `anon` and `authenticated`, ask for it every
+/// way a session can: the setting, SHOW, the catalogs of settings, the key table.
+#[tokio::test]
+async fn no_client_role_can_read_the_signing_key() {
+    let db = common::TestDb::new().await;
+    let stranger = common::stranger::Stranger::new(&db).await;
+    let s = stranger.connect().await;
+    let secret = common::JWT_SECRET;
+
+    let setting: Option<String> = s
+        .query_one("select current_setting('app.jwt_secret', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, None, "current_setting hands out the key");
+    match s.simple_query("show app.jwt_secret").await {
+        Err(e) => assert_eq!(sqlstate(&e), "42704", "{e}"),
+        Ok(rows) => panic!("SHOW answered: {rows:?}"),
+    }
+    // Every stored setting that applies to a session in this database: database-wide,
+    // cluster-wide or per role (other databases on a shared server are not ours).
+    let stored: Vec<String> = s
+        .query(
+            "select cfg from pg_db_role_setting d, unnest(d.setconfig) cfg
+              where d.setdatabase in (0, (select oid from pg_database
+                                           where datname = current_database()))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        stored.iter().all(|cfg| !cfg.contains(secret)),
+        "pg_db_role_setting: {stored:?}"
+    );
+    let in_pg_settings: i64 = s
+        .query_one(
+            "select count(*) from pg_settings where strpos(setting, $1) > 0",
+            &[&secret],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_pg_settings, 0, "pg_settings shows the key");
+    let err = s
+        .query("select * from private.jwt_keys", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err}");
+
+    // PostgREST's roles, in a request context, fare no better.
+    let (id, _) = db.signup("grace@example.com", "Grace").await;
+    let pg = db.postgrest().await;
+    for claims in [Claims::anon(), Claims::user(id)] {
+        let rows = pg
+            .query(
+                &claims,
+                "select current_setting('app.jwt_secret', true)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, Option<String>>(0), None, "{claims:?}");
+        let err = pg
+            .query(&claims, "select secret from private.jwt_keys", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{claims:?}");
+    }
+}
+
+/// With `JWT_SECRET_IS_BASE64`, PostgREST and the daemon verify with the decoded bytes,
+/// so SQL must sign with them too, whatever bytes they are.
+#[tokio::test]
+async fn a_base64_secret_signs_tokens_the_daemon_verifies() {
+    use base64::Engine;
+    let db = common::TestDb::new().await;
+    let raw: Vec<u8> = (0u8..48).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+    assert!(
+        String::from_utf8(raw.clone()).is_err(),
+        "the key is not text"
+    );
+    let secret = base64::engine::general_purpose::STANDARD.encode(&raw);
+    let config = Config::from_pairs([
+        ("JWT_SECRET", secret.as_str()),
+        ("JWT_SECRET_IS_BASE64", "true"),
+    ])
+    .unwrap();
+    let settings = pgchat::migrate::DatabaseSettings::from_config(&config).unwrap();
+    let report = pgchat::migrate::migrate(&db.admin_url, &settings)
+        .await
+        .unwrap();
+    assert!(report.settings_changed);
+
+    let (id, token) = db.signup("heidi@example.com", "Heidi").await;
+    let identity = Verifier::new(&config)
+        .unwrap()
+        .verify(&token, unix_now())
+        .unwrap();
+    assert_eq!(identity.user_id, Some(id));
+    // The text of the secret is not the key.
+    assert!(verifier(&secret).verify(&token, unix_now()).is_err());
+}

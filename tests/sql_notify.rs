@@ -321,3 +321,52 @@ async fn concurrent_inserts_get_contiguous_seqs_and_notify_in_seq_order() {
     assert_eq!(row.get::<_, i64>(1), total);
     assert_eq!(row.get::<_, i64>(2), total);
 }
+
+/// Issue 11 point 3: where the triggers ring is not the writer's to choose. A writer
+/// that points `pgchat.channel` elsewhere, for its transaction or its whole session,
+/// still rings `pgchat`. The listener also LISTENs on the other channel, so a
+/// notification that went there fails this test at once, by name.
+#[tokio::test]
+async fn a_session_cannot_move_the_channel_its_writes_ring() {
+    let db = common::TestDb::new().await;
+    let (alice, _) = db.signup("alice@example.com", "Alice").await;
+    let pg = db.postgrest().await;
+    let room = pg.create_room(alice, "General").await;
+    let mut l = Listener::start(&db).await;
+    l.client.batch_execute("listen elsewhere").await.unwrap();
+
+    // In the request's own transaction, as PostgREST would run the insert.
+    let claims = Claims::user(alice);
+    pg.client.batch_execute("begin").await.unwrap();
+    pg.client
+        .execute(
+            "select set_config('search_path', '\"api\", \"public\"', true),
+                    set_config('role', $1, true),
+                    set_config('request.jwt.claims', $2, true),
+                    set_config('pgchat.channel', 'elsewhere', true)",
+            &[&claims.role, &claims.json.to_string()],
+        )
+        .await
+        .unwrap();
+    pg.client
+        .execute(
+            "insert into api.chat_messages (room_id, message) values ($1, 'hidden?')",
+            &[&room],
+        )
+        .await
+        .unwrap();
+    pg.client.batch_execute("commit").await.unwrap();
+    // For the whole session, then through the RPC.
+    pg.client
+        .batch_execute("set pgchat.channel = 'elsewhere'")
+        .await
+        .unwrap();
+    pg.send(alice, room, "hidden too?").await;
+
+    for seq in [1, 2] {
+        // `next` insists on the channel `pgchat`; the payload only has to be this row's.
+        let n = l.next().await;
+        assert_eq!(n["room_id"].as_i64(), Some(room), "{n}");
+        assert_eq!(n["seq"].as_i64(), Some(seq), "{n}");
+    }
+}
