@@ -156,12 +156,14 @@ impl Hub {
             }
             None => None,
         };
-        for sub in room.subscribers.values() {
-            now.entry(sub.user_id).or_insert_with(|| {
-                old.as_ref()
-                    .and_then(|o| o.get(&sub.user_id).cloned())
-                    .unwrap_or_else(|| entry_json(sub.user_id, None))
-            });
+        // Subscribers here whose rows a read overtook stay listed (a new one is listed by
+        // `local_arrival`, or by the read after its row is written).
+        if let Some(old) = &old {
+            for sub in room.subscribers.values() {
+                if let Some(entry) = old.get(&sub.user_id) {
+                    now.entry(sub.user_id).or_insert_with(|| entry.clone());
+                }
+            }
         }
         let mut changes = Vec::new();
         if let Some(old) = &old {

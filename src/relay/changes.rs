@@ -14,8 +14,8 @@ use crate::db::DbError;
 use crate::hub::{Event, UserId};
 use crate::protocol::{self, user_json, RoomId};
 
-/// Changes read per query.
-const PAGE: i32 = 500;
+/// Changes read per query at most; a page also fits in half of a socket's queue.
+const MAX_PAGE: usize = 500;
 /// A room further behind than this many revs is not replayed after a LISTEN loss: its
 /// subscribers are told to reload (`resync`) and it continues from where it stands.
 const MAX_CATCH_UP_REVS: i64 = 10_000;
@@ -56,18 +56,20 @@ impl Relay {
                     .map(|a| (*r, a))
             })
             .collect();
+        let page_size = self.page_size();
         let params: Vec<[&(dyn ToSql + Sync); 3]> = afters
             .iter()
-            .map(|(room, after)| [room as &(dyn ToSql + Sync), after, &PAGE])
+            .map(|(room, after)| [room as &(dyn ToSql + Sync), after, &page_size])
             .collect();
         let pages =
             futures_util::future::join_all(params.iter().map(|p| client.query(&stmt, p))).await;
         drop(client);
         for ((room, after), page) in afters.into_iter().zip(pages) {
             let page: Vec<Change> = page?.iter().map(to_change).collect();
-            let full = page.len() == PAGE as usize;
+            let full = page.len() == page_size as usize;
             let last = self.apply(room, &page).await;
             if full {
+                self.drain(room).await;
                 self.stream(room, last.unwrap_or(after)).await?;
             }
         }
@@ -108,17 +110,18 @@ impl Relay {
                 "select rev, kind, seq, user_id, body from pgchat.changes_after($1, $2, $3)",
             )
             .await?;
+        let page_size = self.page_size();
         loop {
             if self.hub.position(room).is_none() {
                 return Ok(()); // everyone left meanwhile
             }
             let page: Vec<Change> = client
-                .query(&stmt, &[&room, &after, &PAGE])
+                .query(&stmt, &[&room, &after, &page_size])
                 .await?
                 .iter()
                 .map(to_change)
                 .collect();
-            let full = page.len() == PAGE as usize;
+            let full = page.len() == page_size as usize;
             if let Some(last) = self.apply(room, &page).await {
                 after = last;
             }
@@ -127,6 +130,11 @@ impl Relay {
             }
             self.drain(room).await;
         }
+    }
+
+    /// Changes per read: a page never fills more than half of a socket's queue.
+    fn page_size(&self) -> i32 {
+        (self.queue_capacity / 2).clamp(1, MAX_PAGE) as i32
     }
 
     /// Writes what is queued and waits, within [`DRAIN_WAIT`], until every subscriber's
