@@ -117,7 +117,24 @@ impl Hub {
             return;
         };
         let installed = match (&mut room.roster, snapshot) {
-            (Some(roster), Some(snapshot)) => roster.finish_load(load, snapshot),
+            (Some(roster), Some(snapshot)) => {
+                if roster.finish_load(load, snapshot.clone()) {
+                    true
+                } else {
+                    // A presence read installed the roster meanwhile; it may have overtaken
+                    // the rows of subscribers here, which the load listed with their names.
+                    if let Roster::Ready(users) = roster {
+                        for (id, name) in snapshot {
+                            if room.subscribers.values().any(|s| s.user_id == id) {
+                                users
+                                    .entry(id)
+                                    .or_insert_with(|| entry_json(id, name.as_deref()));
+                            }
+                        }
+                    }
+                    false
+                }
+            }
             _ => false,
         };
         if !installed {
