@@ -213,6 +213,7 @@ impl Listener {
                 seq: Some(seq),
                 skip_user: None,
                 frame: protocol::message_frame(room, row_json),
+                ephemeral: false,
             },
         );
     }

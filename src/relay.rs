@@ -200,7 +200,7 @@ impl Listener {
             None,
             serde_json::json!({"roomId": room, "user": user_json(user, name)}),
         );
-        Event::to_others(user, frame)
+        Event::ephemeral_to_others(user, frame)
     }
 
     fn stop_typing(&self, room: RoomId, user: i64) {
@@ -214,7 +214,7 @@ impl Listener {
 pub fn typing_event(room: RoomId, user: i64, name: Option<&str>, is_typing: bool) -> Event {
     let fields =
         serde_json::json!({"roomId": room, "user": user_json(user, name), "isTyping": is_typing});
-    Event::to_others(user, protocol::frame("typing", None, fields))
+    Event::ephemeral_to_others(user, protocol::frame("typing", None, fields))
 }
 
 /// Ends typing indicators whose refreshes stopped, on this daemon's sockets.
