@@ -20,7 +20,11 @@ async fn health_readiness_and_metrics() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let (status, body) = loop {
         let (status, body) = server.get("/metrics").await;
-        if body.contains("pgchat_notifications_total") || tokio::time::Instant::now() > deadline {
+        // Present at zero from start: wait for the count itself.
+        let counted = body
+            .lines()
+            .any(|l| l.starts_with("pgchat_notifications_total ") && !l.ends_with(" 0"));
+        if counted || tokio::time::Instant::now() > deadline {
             break (status, body);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
