@@ -15,14 +15,17 @@ use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::outbound::{Kind, Queued};
+use crate::outbound::Queued;
 use crate::protocol::RoomId;
 
+mod event;
 mod flush;
 mod handle;
 pub use flush::FlushDue;
 use flush::Unflushed;
 mod roster;
+use event::kind;
+pub use event::Event;
 pub use handle::SessionHandle;
 use roster::Roster;
 pub use roster::{online_json, Name, Online};
@@ -32,58 +35,6 @@ pub type UserId = i64;
 
 /// Events a joining session may have held back before it is closed as too slow.
 const MAX_PENDING: usize = 4096;
-
-/// One event for a room, serialised once.
-#[derive(Clone)]
-pub struct Event {
-    /// Message seq, for events that are messages; used to splice replay and live.
-    pub seq: Option<i64>,
-    /// Not delivered to this user's sockets ("others get …").
-    pub skip_user: Option<UserId>,
-    pub frame: Utf8Bytes,
-    /// Typing and presence: dropped rather than queued into a queue half full.
-    pub ephemeral: bool,
-}
-
-impl Event {
-    /// A durable non-message event for everyone in the room.
-    pub fn to_all(frame: Utf8Bytes) -> Self {
-        Event {
-            seq: None,
-            skip_user: None,
-            frame,
-            ephemeral: false,
-        }
-    }
-
-    /// A durable non-message event for everyone in the room but `user`.
-    pub fn to_others(user: UserId, frame: Utf8Bytes) -> Self {
-        Event {
-            skip_user: Some(user),
-            ..Self::to_all(frame)
-        }
-    }
-
-    /// An ephemeral event (typing, presence) for everyone in the room but `user`.
-    pub fn ephemeral_to_others(user: UserId, frame: Utf8Bytes) -> Self {
-        Event {
-            ephemeral: true,
-            ..Self::to_others(user, frame)
-        }
-    }
-
-    fn kind(&self) -> Kind {
-        kind(self.ephemeral)
-    }
-}
-
-fn kind(ephemeral: bool) -> Kind {
-    if ephemeral {
-        Kind::Ephemeral
-    } else {
-        Kind::Durable
-    }
-}
 
 struct Subscriber {
     handle: Arc<SessionHandle>,
