@@ -63,6 +63,10 @@ pub struct Config {
     pub message_max_chars: usize,
     #[serde(default = "defaults::db_pool_size")]
     pub db_pool_size: usize,
+    /// As-user database calls one user may run at once; unset: a quarter of the pool
+    /// (at least 1); 0: no limit. See [`Config::user_concurrency`].
+    #[serde(default)]
+    pub db_user_concurrency: Option<usize>,
     /// Statement timeout for every user action, in milliseconds.
     #[serde(default = "defaults::db_timeout_ms")]
     pub db_timeout_ms: u64,
@@ -233,6 +237,13 @@ impl Config {
         Some(raw.split(',').map(|s| s.trim().to_string()).collect())
     }
 
+    /// `DB_USER_CONCURRENCY`, or its default: a quarter of the pool, at least 1, so
+    /// that one user's slow calls leave most connections to everyone else.
+    pub fn user_concurrency(&self) -> usize {
+        self.db_user_concurrency
+            .unwrap_or((self.db_pool_size / 4).max(1))
+    }
+
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_secs(self.auth_timeout_secs)
     }
@@ -262,6 +273,24 @@ mod tests {
         assert_eq!(c.message_max_chars, 5000);
         assert_eq!(c.jwt_role_claim_key, ".role");
         assert_eq!(c.notify_channel, "pgchat");
+        assert_eq!(
+            c.user_concurrency(),
+            4,
+            "a quarter of the 16-connection pool"
+        );
+    }
+
+    #[test]
+    fn user_concurrency_defaults_to_a_quarter_of_the_pool_and_0_turns_it_off() {
+        let with = |pairs: Vec<(&str, &str)>| {
+            let mut all = vec![("JWT_SECRET", SECRET)];
+            all.extend(pairs);
+            Config::from_pairs(all).unwrap().user_concurrency()
+        };
+        assert_eq!(with(vec![("DB_POOL_SIZE", "3")]), 1, "never below 1");
+        assert_eq!(with(vec![("DB_POOL_SIZE", "40")]), 10);
+        assert_eq!(with(vec![("DB_USER_CONCURRENCY", "0")]), 0);
+        assert_eq!(with(vec![("DB_USER_CONCURRENCY", "3")]), 3);
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! The connection pool and the one way user actions reach the database: a transaction
 //! that first sets role and claims exactly like PostgREST (POSTGREST.md §2), then runs
 //! the chat SQL with bound parameters.
+//!
+//! Each user's as-user calls run at most `DB_USER_CONCURRENCY` at a time ([`fair`]), so
+//! no user holds more than a fair share of the pool.
+
+mod fair;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::NoTls;
@@ -30,6 +35,10 @@ pub enum DbError {
     User(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The user's share of the pool stayed taken by their own other calls until the
+    /// pool wait timeout.
+    #[error(transparent)]
+    OverShare(#[from] fair::OverShare),
     #[error("database error: {0}")]
     Internal(String),
 }
@@ -113,11 +122,16 @@ const ROLE_SETTINGS_SQL: &str = "select r.rolname::text, \
  where s.setdatabase in (0, (select oid from pg_database where datname = current_database())) \
  group by r.rolname";
 
+/// How long a call waits for a pool connection, its wait for the user's share included.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     /// Role name → JSON object of that role's settings; see [`Db::load_role_settings`].
     role_settings: Arc<RwLock<HashMap<String, String>>>,
+    /// Per-user limit on concurrent as-user calls; `None`: off.
+    fair: Option<Arc<fair::FairShare>>,
 }
 
 pub fn connect_config(
@@ -160,7 +174,7 @@ impl Db {
         );
         let pool = Pool::builder(manager)
             .max_size(size)
-            .wait_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
@@ -168,7 +182,26 @@ impl Db {
         Ok(Self {
             pool,
             role_settings: Arc::default(),
+            fair: None,
         })
+    }
+
+    /// Lets each user run at most `per_user` as-user calls at once (0: no limit).
+    pub fn with_user_concurrency(mut self, per_user: usize) -> Self {
+        self.fair = (per_user > 0).then(|| fair::FairShare::new(per_user));
+        self
+    }
+
+    /// A pool connection, waiting until `deadline` at most; the wait is measured.
+    async fn get_until(&self, deadline: Instant) -> Result<deadpool_postgres::Object, DbError> {
+        let started = Instant::now();
+        let timeouts = Timeouts {
+            wait: Some(deadline.saturating_duration_since(started)),
+            ..self.pool.timeouts()
+        };
+        let client = self.pool.timeout_get(&timeouts).await;
+        metrics::histogram!("pgchat_db_pool_wait_seconds").record(started.elapsed().as_secs_f64());
+        Ok(client?)
     }
 
     /// Runs one statement as the user in its own transaction, PostgREST-style, and
@@ -176,6 +209,9 @@ impl Db {
     ///
     /// BEGIN, the context, the statement and COMMIT are pipelined: one round trip.
     /// If any step fails, COMMIT turns into a rollback and the first error is returned.
+    ///
+    /// The call first takes one of the user's slots (see [`fair`]); that wait and the
+    /// pool's share one deadline, so a refused call ends within the pool wait timeout.
     pub async fn as_user(
         &self,
         who: &Identity,
@@ -183,7 +219,12 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<RawJson>, DbError> {
-        let client = self.pool.get().await?;
+        let deadline = Instant::now() + POOL_WAIT;
+        let _slot = match &self.fair {
+            Some(fair) => Some(fair.acquire(fair::UserKey::of(who), deadline).await?),
+            None => None,
+        };
+        let client = self.get_until(deadline).await?;
         let settings = self.role_settings.read().unwrap().get(&who.role).cloned();
         let context = match settings {
             Some(_) => client.prepare_cached(CONTEXT_WITH_SETTINGS_SQL).await?,
@@ -220,7 +261,7 @@ impl Db {
     /// Reads every role's `ALTER ROLE … SET` settings, as PostgREST does at start and on
     /// schema reload. Called at start and whenever the LISTEN connection is re-made.
     pub async fn load_role_settings(&self) -> Result<(), DbError> {
-        let client = self.pool.get().await?;
+        let client = self.client().await?;
         let rows = client.query(ROLE_SETTINGS_SQL, &[]).await?;
         let map = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         *self.role_settings.write().unwrap() = map;
@@ -229,7 +270,7 @@ impl Db {
 
     /// Privileged, narrow calls of the daemon itself (functions in schema `pgchat`).
     pub async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
-        Ok(self.pool.get().await?)
+        self.get_until(Instant::now() + POOL_WAIT).await
     }
 
     /// True when a connection can be had and answers.

@@ -189,7 +189,8 @@ fn build_state(config: Config) -> Result<AppState, ServerError> {
         &config.database_url,
         config.db_pool_size,
         Duration::from_millis(config.db_timeout_ms),
-    )?;
+    )?
+    .with_user_concurrency(config.user_concurrency());
     let limiter = NonZeroU32::new(config.rate_limit_per_sec).map(|rate| {
         let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
         RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))

@@ -20,7 +20,11 @@ async fn health_readiness_and_metrics() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let (status, body) = loop {
         let (status, body) = server.get("/metrics").await;
-        if body.contains("pgchat_notifications_total") || tokio::time::Instant::now() > deadline {
+        // Present at zero from start: wait for the count itself.
+        let counted = body
+            .lines()
+            .any(|l| l.starts_with("pgchat_notifications_total ") && !l.ends_with(" 0"));
+        if counted || tokio::time::Instant::now() > deadline {
             break (status, body);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -116,4 +120,95 @@ async fn the_listener_queues_a_connection_storm() {
         "every handshake completed without a retransmit"
     );
     drop(listener);
+}
+
+/// Every series is listed from the start, at zero: a dashboard or an alert on a rate
+/// sees 0, not "no data". The server runs as its own process, so nothing another test
+/// did in this process can have counted.
+#[tokio::test]
+async fn a_fresh_server_lists_every_series_at_zero() {
+    let db = common::TestDb::new().await;
+    let server = common::child::ChildServer::start(&db, &[]).await;
+    let (status, body) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    let value = |series: &str| -> f64 {
+        let line = body
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(series))
+            .unwrap_or_else(|| panic!("{series} missing from:\n{body}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let mut zero: Vec<String> = [
+        "pgchat_connections",
+        "pgchat_rooms",
+        "pgchat_messages_in_total",
+        "pgchat_messages_out_total",
+        "pgchat_deliveries_total",
+        "pgchat_slow_consumer_closes_total",
+        "pgchat_ephemeral_dropped_total",
+        "pgchat_notifications_total",
+        "pgchat_notifications_ignored_total",
+        "pgchat_resyncs_total",
+        "pgchat_listener_probe_failures_total",
+        "pgchat_listener_reconnects_total",
+        "pgchat_preupgrade_timeouts_total",
+        "pgchat_db_latency_seconds_count",
+        "pgchat_db_user_wait_seconds_count",
+    ]
+    .map(String::from)
+    .to_vec();
+    for reason in ["max_connections", "unauthenticated_cap", "per_ip_cap"] {
+        zero.push(format!(
+            "pgchat_connections_refused_total{{reason=\"{reason}\"}}"
+        ));
+    }
+    for code in [
+        1000, 1001, 1002, 1007, 1009, 1011, 4000, 4001, 4002, 4003, 4004,
+    ] {
+        zero.push(format!("pgchat_closes_total{{code=\"{code}\"}}"));
+    }
+    for code in ["invalid_token", "token_expired", "forbidden"] {
+        zero.push(format!("pgchat_auth_failures_total{{code=\"{code}\"}}"));
+    }
+    for code in [
+        "unauthenticated",
+        "invalid_token",
+        "token_expired",
+        "forbidden",
+        "not_found",
+        "invalid_message",
+        "message_too_long",
+        "rate_limited",
+        "conflict",
+        "internal",
+    ] {
+        zero.push(format!("pgchat_errors_total{{code=\"{code}\"}}"));
+    }
+    for series in &zero {
+        assert_eq!(value(series), 0.0, "{series}");
+    }
+    // The daemon's own start-up (presence heartbeat, role settings) already took pool
+    // connections: that wait is listed, and counted.
+    assert!(value("pgchat_db_pool_wait_seconds_count") >= 1.0);
+    for histogram in [
+        "pgchat_db_latency_seconds",
+        "pgchat_db_pool_wait_seconds",
+        "pgchat_db_user_wait_seconds",
+    ] {
+        assert!(
+            body.contains(&format!("{histogram}_bucket{{le=\"0.001\"}}")),
+            "{histogram} has buckets:\n{body}"
+        );
+    }
+
+    // Refusals are counted by code: a frame before `auth` is `unauthenticated`.
+    let mut c = common::server::Client::connect(&server.url()).await;
+    let refused = c.request(json!({"type": "rooms"})).await;
+    assert_eq!(refused["code"], "unauthenticated");
+    let (_, body) = server.get("/metrics").await;
+    assert!(
+        body.lines()
+            .any(|l| l == "pgchat_errors_total{code=\"unauthenticated\"} 1"),
+        "{body}"
+    );
 }

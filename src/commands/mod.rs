@@ -35,6 +35,7 @@ pub fn db_error(e: DbError) -> FrameError {
         }
         DbError::Conflict(m) => FrameError::new(ErrorCode::Conflict, m),
         DbError::User(m) => FrameError::invalid(m),
+        DbError::OverShare(e) => FrameError::new(ErrorCode::RateLimited, e.to_string()),
         DbError::Unavailable(m) | DbError::Internal(m) => {
             tracing::error!(error = %m, "database error");
             FrameError::new(ErrorCode::Internal, "internal error")

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::ConnId;
-use crate::outbound::{Outbound, PushError, Queued};
+use crate::outbound::{Kind, Outbound, PushError, Pushed};
 use crate::protocol::close;
 
 /// The hub's way to reach one connection.
@@ -33,12 +33,23 @@ impl SessionHandle {
         &self.queue
     }
 
-    /// Queues a frame without waiting. A full queue closes the connection as too slow.
+    /// Queues a durable frame without waiting. A full queue closes the connection as
+    /// too slow.
     pub fn push(&self, frame: Utf8Bytes) -> bool {
-        match self.queue.push(frame) {
-            Ok(()) => {
+        self.push_kind(frame, Kind::Durable)
+    }
+
+    /// Queues a frame without waiting; an ephemeral one is dropped (and counted) when
+    /// the queue is half full. Returns whether it was queued.
+    pub fn push_kind(&self, frame: Utf8Bytes, kind: Kind) -> bool {
+        match self.queue.push_kind(frame, kind) {
+            Ok(true) => {
                 metrics::counter!("pgchat_deliveries_total").increment(1);
                 true
+            }
+            Ok(false) => {
+                dropped_ephemeral(1);
+                false
             }
             Err(e) => {
                 self.refused(e);
@@ -47,15 +58,19 @@ impl SessionHandle {
         }
     }
 
-    /// Queues frames of a room's fan-out, in order (counted by the caller). On
-    /// [`Queued::FlushPromised`] the caller must call [`SessionHandle::flush`] once it
-    /// holds no hub lock. `None`: refused (closed, or full and now being closed).
+    /// Queues frames of a room's fan-out, in order (counted by the caller; ephemeral
+    /// frames dropped under pressure are counted here). On [`crate::outbound::Queued::FlushPromised`] the
+    /// caller must call [`SessionHandle::flush`] once it holds no hub lock. `None`:
+    /// refused (closed, or full and now being closed).
     pub(super) fn push_fanout(
         &self,
-        frames: impl IntoIterator<Item = Utf8Bytes>,
-    ) -> Option<Queued> {
+        frames: impl IntoIterator<Item = (Utf8Bytes, Kind)>,
+    ) -> Option<Pushed> {
         match self.queue.push_fanout_all(frames) {
-            Ok(queued) => Some(queued),
+            Ok(pushed) => {
+                dropped_ephemeral(pushed.dropped);
+                Some(pushed)
+            }
             Err(e) => {
                 self.refused(e);
                 None
@@ -70,8 +85,15 @@ impl SessionHandle {
 
     /// A refused push: a full queue closes the connection as too slow.
     fn refused(&self, error: PushError) {
-        if error == PushError::Full && self.kill(close::SLOW_CONSUMER) {
-            metrics::counter!("pgchat_slow_consumer_kicks_total").increment(1);
+        if error == PushError::Full {
+            self.close_too_slow();
+        }
+    }
+
+    /// Closes the connection as too slow (4003), counted once.
+    pub(super) fn close_too_slow(&self) {
+        if self.kill(close::SLOW_CONSUMER) {
+            metrics::counter!("pgchat_slow_consumer_closes_total").increment(1);
             tracing::info!(
                 conn = self.conn_id,
                 "outbound queue full: closing slow consumer"
@@ -95,5 +117,12 @@ impl SessionHandle {
             0 => None,
             c => Some(c),
         }
+    }
+}
+
+/// Counts ephemeral frames dropped under queue pressure.
+pub(super) fn dropped_ephemeral(count: usize) {
+    if count > 0 {
+        metrics::counter!("pgchat_ephemeral_dropped_total").increment(count as u64);
     }
 }

@@ -1,7 +1,9 @@
 //! Room → subscribers, and fan-out over bounded per-connection queues.
 //!
 //! Every event is serialised once; recipients share the bytes. Producers never wait on
-//! a client: a full queue ends that connection (it can resume with `since`).
+//! a client: a full queue ends that connection (it can resume with `since`). Ephemeral
+//! events (typing, presence) are dropped instead once a queue is half full, so they
+//! never crowd out a durable one (see `outbound`).
 //!
 //! A subscription starts *pending*: live events are held while the joining session
 //! replays history, then released in order by [`Hub::activate`], so replay and live
@@ -14,13 +16,16 @@ use std::sync::{Arc, Mutex};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::outbound::Queued;
-use crate::protocol::{close, RoomId};
+use crate::protocol::RoomId;
 
+mod event;
 mod flush;
 mod handle;
 pub use flush::FlushDue;
 use flush::Unflushed;
 mod roster;
+use event::kind;
+pub use event::Event;
 pub use handle::SessionHandle;
 use roster::Roster;
 pub use roster::{online_json, Name, Online};
@@ -30,36 +35,6 @@ pub type UserId = i64;
 
 /// Events a joining session may have held back before it is closed as too slow.
 const MAX_PENDING: usize = 4096;
-
-/// One event for a room, serialised once.
-#[derive(Clone)]
-pub struct Event {
-    /// Message seq, for events that are messages; used to splice replay and live.
-    pub seq: Option<i64>,
-    /// Not delivered to this user's sockets ("others get …").
-    pub skip_user: Option<UserId>,
-    pub frame: Utf8Bytes,
-}
-
-impl Event {
-    /// A non-message event for everyone in the room.
-    pub fn to_all(frame: Utf8Bytes) -> Self {
-        Event {
-            seq: None,
-            skip_user: None,
-            frame,
-        }
-    }
-
-    /// A non-message event for everyone in the room but `user` ("others get …").
-    pub fn to_others(user: UserId, frame: Utf8Bytes) -> Self {
-        Event {
-            seq: None,
-            skip_user: Some(user),
-            frame,
-        }
-    }
-}
 
 struct Subscriber {
     handle: Arc<SessionHandle>,
@@ -212,14 +187,15 @@ impl Hub {
         };
         sub.floor = floor;
         for event in sub.pending.take().unwrap_or_default() {
+            let kind = event.kind();
             match event.seq {
                 Some(seq) if seq <= sub.floor => {}
                 Some(seq) => {
                     sub.floor = seq;
-                    sub.handle.push(event.frame);
+                    sub.handle.push_kind(event.frame, kind);
                 }
                 None => {
-                    sub.handle.push(event.frame);
+                    sub.handle.push_kind(event.frame, kind);
                 }
             }
         }
@@ -383,11 +359,13 @@ impl Hub {
     /// Delivers presence announcements, in order: like [`Hub::deliver`], but their
     /// writes may wait a little (see [`FlushDue::By`]), and a batch is queued into each
     /// socket under one lock. A join storm announces every member to every member
-    /// (12.5 M frames for 5,000), so its cost per frame is what matters.
+    /// (12.5 M frames for 5,000), so its cost per frame is what matters. Announcements
+    /// are ephemeral, whatever their constructor said.
     pub fn announce(&self, room_id: RoomId, events: &[Event]) -> usize {
         self.deliver_all(room_id, events, false)
     }
 
+    /// `urgent`: durable-or-not per event, written at once (not an announcement).
     fn deliver_all(&self, room_id: RoomId, events: &[Event], urgent: bool) -> usize {
         let mut to_flush = Vec::new();
         // One socket's share of `events`, reused from socket to socket.
@@ -406,11 +384,18 @@ impl Hub {
                 if event.skip_user == Some(sub.user_id) {
                     continue;
                 }
+                let ephemeral = event.ephemeral || !urgent;
                 if let Some(pending) = &mut sub.pending {
-                    if pending.len() >= MAX_PENDING {
-                        sub.handle.kill(close::SLOW_CONSUMER);
+                    // Held events follow the queue's rule: ephemeral ones go first.
+                    if ephemeral && pending.len() * 2 >= MAX_PENDING {
+                        handle::dropped_ephemeral(1);
+                    } else if pending.len() >= MAX_PENDING {
+                        sub.handle.close_too_slow();
                     } else {
-                        pending.push(event.clone());
+                        pending.push(Event {
+                            ephemeral,
+                            ..event.clone()
+                        });
                     }
                     continue;
                 }
@@ -420,25 +405,24 @@ impl Hub {
                     }
                     sub.floor = seq;
                 }
-                share.push(event.frame.clone());
+                share.push((event.frame.clone(), kind(ephemeral)));
             }
             if share.is_empty() {
                 continue;
             }
             let count = share.len();
-            match sub.handle.push_fanout(share.drain(..)) {
-                Some(Queued::FlushPromised) => {
-                    delivered += count;
+            let Some(pushed) = sub.handle.push_fanout(share.drain(..)) else {
+                // Refused; the drain emptied `share` even so.
+                continue;
+            };
+            delivered += count - pushed.dropped;
+            match pushed.queued {
+                Queued::FlushPromised => {
                     awaits_flush = true;
                     to_flush.push(sub.handle.clone());
                 }
-                Some(Queued::WithPromisedFlush) => {
-                    delivered += count;
-                    awaits_flush = true;
-                }
-                Some(Queued::BySession) => delivered += count,
-                // The drain emptied `share` even so.
-                None => {}
+                Queued::WithPromisedFlush => awaits_flush = true,
+                Queued::BySession => {}
             }
         }
         drop(rooms);

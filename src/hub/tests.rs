@@ -1,6 +1,7 @@
 //! Unit tests of the hub: splicing, slow consumers, presence counting, eviction.
 
 use super::*;
+use crate::protocol::close;
 
 /// A handle, and a second reference to it for reading what was queued.
 fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<SessionHandle>) {
@@ -13,6 +14,7 @@ fn msg(seq: i64) -> Event {
         seq: Some(seq),
         skip_user: None,
         frame: format!("m{seq}").into(),
+        ephemeral: false,
     }
 }
 
@@ -96,14 +98,7 @@ fn skip_user_and_eviction() {
     hub.subscribe(5, 2, b);
     hub.activate(5, 1, 0, 0);
     hub.activate(5, 2, 0, 0);
-    hub.deliver(
-        5,
-        Event {
-            seq: None,
-            skip_user: Some(1),
-            frame: "t".into(),
-        },
-    );
+    hub.deliver(5, Event::to_others(1, "t".into()));
     assert!(drain(&mut ra).is_empty());
     assert_eq!(drain(&mut rb), ["t"]);
     assert_eq!(hub.evict_user(5, 2).len(), 1);
@@ -303,4 +298,53 @@ fn a_batch_of_announcements_reaches_everyone_but_its_subject_in_order() {
     assert_eq!(hub.announce(10, &batch), 4);
     assert_eq!(drain(&mut ra), ["8 joined", "9 joined"]);
     assert_eq!(drain(&mut rb), ["7 joined", "9 joined"]);
+}
+
+#[test]
+fn under_pressure_typing_and_announcements_are_dropped_and_messages_kept() {
+    let hub = Hub::new();
+    let (h, mut rx) = handle(1, 8);
+    hub.subscribe(10, 7, h.clone());
+    hub.activate(10, 1, 0, 0);
+    let typing = || Event::ephemeral_to_others(8, "typing".into());
+    // Announcements are ephemeral even when built as durable events.
+    let joined = || Event::to_others(8, "joined".into());
+    for seq in 1..=4 {
+        hub.deliver(10, msg(seq));
+    }
+    assert_eq!(hub.deliver(10, typing()), 0, "half full: dropped");
+    assert_eq!(hub.announce(10, &[joined(), joined()]), 0);
+    for seq in 5..=8 {
+        assert_eq!(hub.deliver(10, msg(seq)), 1);
+    }
+    assert_eq!(h.close_code(), None, "8 durable frames fit a queue of 8");
+    let got = drain(&mut rx);
+    assert_eq!(got, ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"]);
+    // A durable event into a full queue closes the socket instead of vanishing.
+    for seq in 9..=17 {
+        hub.deliver(10, msg(seq));
+    }
+    assert_eq!(h.close_code(), Some(close::SLOW_CONSUMER));
+}
+
+#[test]
+fn a_pending_subscription_holds_messages_before_typing() {
+    let hub = Hub::new();
+    let (h, mut rx) = handle(1, 2 * MAX_PENDING);
+    hub.subscribe(10, 7, h.clone());
+    for seq in 1..=(MAX_PENDING / 2) as i64 {
+        hub.deliver(10, msg(seq));
+    }
+    // Half of what a joining session may hold back: typing is no longer held...
+    hub.deliver(10, Event::ephemeral_to_others(8, "typing".into()));
+    // ...and messages still are, up to the limit.
+    let last = MAX_PENDING as i64;
+    for seq in (MAX_PENDING / 2) as i64 + 1..=last {
+        hub.deliver(10, msg(seq));
+    }
+    assert_eq!(h.close_code(), None);
+    hub.activate(10, 1, 0, 0);
+    let got = drain(&mut rx);
+    assert_eq!(got.len(), MAX_PENDING);
+    assert!(got.iter().all(|f| f.starts_with('m')), "no typing");
 }

@@ -9,6 +9,12 @@
 //! room of 5,000, a wake, poll and re-park per delivery was a fifth of the daemon's CPU.
 //! What a direct write cannot finish (the socket buffer is full) stays here, and the
 //! session is woken to finish it with ordinary readiness-driven writes.
+//!
+//! Under pressure ephemeral frames go first: once the queue is half full, typing and
+//! presence frames are dropped instead of queued, so the other half stays for durable
+//! frames (messages, edits, read markers, membership), which are never dropped: a
+//! durable frame that finds the queue full closes the socket (4003) so the client
+//! resumes with `since`.
 
 mod direct;
 
@@ -23,6 +29,23 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub enum PushError {
     Full,
     Closed,
+}
+
+/// Whether a frame may be dropped under queue pressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Must arrive, or the socket is closed so the client resumes.
+    Durable,
+    /// Typing and presence: stale within seconds; dropped once the queue is half full.
+    Ephemeral,
+}
+
+/// What a fan-out push of several frames did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Pushed {
+    pub queued: Queued,
+    /// Ephemeral frames dropped because the queue was at least half full.
+    pub dropped: usize,
 }
 
 /// What a fan-out push left to its producer.
@@ -102,44 +125,58 @@ impl Outbound {
         }
     }
 
-    /// Queues a frame and wakes the session to write it.
+    /// Queues a durable frame and wakes the session to write it.
     pub fn push(&self, frame: Utf8Bytes) -> Result<(), PushError> {
-        let mut frames = self.frames.lock().unwrap();
-        frames.enqueue(frame, self.capacity)?;
-        wake(frames);
-        Ok(())
+        self.push_kind(frame, Kind::Durable).map(|_| ())
     }
 
-    /// Queues a frame of a fan-out. Into an idle socket it promises a direct write
-    /// instead of waking the session: the caller must then call [`Outbound::flush`].
+    /// Queues a frame and wakes the session to write it. `Ok(false)`: an ephemeral
+    /// frame dropped because the queue is at least half full.
+    pub fn push_kind(&self, frame: Utf8Bytes, kind: Kind) -> Result<bool, PushError> {
+        let mut frames = self.frames.lock().unwrap();
+        if !frames.enqueue(frame, kind, self.capacity)? {
+            return Ok(false);
+        }
+        wake(frames);
+        Ok(true)
+    }
+
+    /// Queues a durable frame of a fan-out. Into an idle socket it promises a direct
+    /// write instead of waking the session: the caller must then call [`Outbound::flush`].
     pub fn push_fanout(&self, frame: Utf8Bytes) -> Result<Queued, PushError> {
-        self.push_fanout_all(std::iter::once(frame))
+        self.push_fanout_all(std::iter::once((frame, Kind::Durable)))
+            .map(|pushed| pushed.queued)
     }
 
     /// Queues frames of fan-outs, in order, under one lock; as [`Outbound::push_fanout`].
+    /// Ephemeral frames that find the queue half full are dropped (and counted).
     pub fn push_fanout_all(
         &self,
-        batch: impl IntoIterator<Item = Utf8Bytes>,
-    ) -> Result<Queued, PushError> {
+        batch: impl IntoIterator<Item = (Utf8Bytes, Kind)>,
+    ) -> Result<Pushed, PushError> {
         let mut frames = self.frames.lock().unwrap();
         let was_empty = frames.queue.is_empty();
-        for frame in batch {
-            frames.enqueue(frame, self.capacity)?;
+        let mut dropped = 0;
+        for (frame, kind) in batch {
+            if !frames.enqueue(frame, kind, self.capacity)? {
+                dropped += 1;
+            }
         }
-        if frames.flush_promised {
-            return Ok(Queued::WithPromisedFlush);
-        }
-        if frames.session_writing || frames.session_busy {
+        let queued = if frames.flush_promised {
+            Queued::WithPromisedFlush
+        } else if frames.session_writing || frames.session_busy {
             // The session, once done, takes these frames too.
-            return Ok(Queued::BySession);
-        }
-        let idle = was_empty && frames.rest.is_none() && !frames.interrupted;
-        if idle && self.fd >= 0 {
+            Queued::BySession
+        } else if was_empty && frames.rest.is_none() && !frames.interrupted && self.fd >= 0 {
+            // Idle: nothing queued before (a drop implies a queue half full, so this
+            // is never a batch that was dropped whole).
             frames.flush_promised = true;
-            return Ok(Queued::FlushPromised);
-        }
-        wake(frames);
-        Ok(Queued::BySession)
+            Queued::FlushPromised
+        } else {
+            wake(frames);
+            Queued::BySession
+        };
+        Ok(Pushed { queued, dropped })
     }
 
     /// Keeps a [`Queued::FlushPromised`]: writes what is queued straight into the socket,
@@ -283,177 +320,22 @@ fn wake(mut frames: MutexGuard<'_, Frames>) {
 }
 
 impl Frames {
-    fn enqueue(&mut self, frame: Utf8Bytes, capacity: u32) -> Result<(), PushError> {
+    /// Queues a frame; `Ok(false)` when it is ephemeral and the queue is half full.
+    fn enqueue(&mut self, frame: Utf8Bytes, kind: Kind, capacity: u32) -> Result<bool, PushError> {
         if self.closed {
             return Err(PushError::Closed);
         }
-        if self.queue.len() >= capacity as usize {
+        let len = self.queue.len();
+        if kind == Kind::Ephemeral && len * 2 >= capacity as usize {
+            return Ok(false);
+        }
+        if len >= capacity as usize {
             return Err(PushError::Full);
         }
         self.queue.push_back(frame);
-        Ok(())
+        Ok(true)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn bounded_ordered_and_closable() {
-        let q = Outbound::new(3, None);
-        for f in ["a", "b", "c"] {
-            q.push(f.into()).unwrap();
-        }
-        assert_eq!(q.push("d".into()), Err(PushError::Full));
-        let first = q.pop_batch(2).await;
-        let second = q.pop_batch(10).await;
-        let all: Vec<&str> = first
-            .frames
-            .iter()
-            .chain(&second.frames)
-            .map(|f| f.as_str())
-            .collect();
-        assert_eq!(all, ["a", "b", "c"]);
-        q.close();
-        assert_eq!(q.push("e".into()), Err(PushError::Closed));
-    }
-
-    #[tokio::test]
-    async fn an_interrupt_wakes_a_waiting_or_writing_consumer() {
-        // The consumer waits in pop_batch (idle) or in interrupted() (busy writing).
-        for writing in [false, true] {
-            let q = std::sync::Arc::new(Outbound::new(4, None));
-            let consumer = {
-                let q = q.clone();
-                tokio::spawn(async move {
-                    if writing {
-                        q.interrupted().await;
-                        Batch::default()
-                    } else {
-                        q.pop_batch(4).await
-                    }
-                })
-            };
-            tokio::task::yield_now().await;
-            q.interrupt();
-            q.interrupt();
-            assert!(consumer.await.unwrap().is_empty());
-            q.push("late".into()).unwrap();
-            assert!(q.pop_batch(4).await.is_empty(), "stays interrupted");
-            q.interrupted().await;
-        }
-    }
-
-    #[tokio::test]
-    async fn a_waiting_consumer_wakes_on_push() {
-        let q = std::sync::Arc::new(Outbound::new(4, None));
-        let consumer = {
-            let q = q.clone();
-            tokio::spawn(async move { q.pop_batch(4).await })
-        };
-        tokio::task::yield_now().await;
-        q.push("x".into()).unwrap();
-        assert_eq!(consumer.await.unwrap().frames[0].as_str(), "x");
-    }
-
-    /// A socket pair whose first end the queue may write to directly.
-    fn direct_queue() -> (
-        Outbound,
-        std::os::unix::net::UnixStream,
-        std::os::unix::net::UnixStream,
-    ) {
-        use std::os::fd::AsRawFd;
-        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        peer.set_nonblocking(true).unwrap();
-        (Outbound::new(8, Some(ours.as_raw_fd())), ours, peer)
-    }
-
-    fn received(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
-        use std::io::Read;
-        let mut buf = vec![0; 1 << 16];
-        match peer.read(&mut buf) {
-            Ok(n) => buf[..n].to_vec(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn frame(text: &str) -> Vec<u8> {
-        let (h, n) = crate::frame_writer::header(crate::frame_writer::TEXT, text.len());
-        [&h[..n], text.as_bytes()].concat()
-    }
-
-    #[test]
-    fn a_fanout_into_an_idle_socket_is_written_by_its_producer() {
-        let (q, _ours, mut peer) = direct_queue();
-        assert_eq!(q.push_fanout("a".into()), Ok(Queued::FlushPromised));
-        // Until the promise is kept, later frames ride along with it.
-        assert_eq!(q.push_fanout("b".into()), Ok(Queued::WithPromisedFlush));
-        assert!(received(&mut peer).is_empty());
-        q.flush();
-        assert_eq!(received(&mut peer), [frame("a"), frame("b")].concat());
-        assert!(q.try_pop_all().is_empty());
-        // A second flush (nothing promised) writes nothing.
-        q.flush();
-        assert!(received(&mut peer).is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_session_writing_or_closing_keeps_producers_off_the_socket() {
-        let (q, _ours, mut peer) = direct_queue();
-        assert_eq!(q.push_fanout("a".into()), Ok(Queued::FlushPromised));
-        // The session took the frame before the producer flushed: the promise lapses.
-        let batch = q.pop_batch(8).await;
-        assert_eq!(batch.frames.len(), 1);
-        q.flush();
-        assert_eq!(
-            q.push_fanout("b".into()),
-            Ok(Queued::BySession),
-            "session writing"
-        );
-        q.end_write();
-        assert!(received(&mut peer).is_empty());
-        assert_eq!(q.pop_batch(8).await.frames[0].as_str(), "b");
-        q.end_write();
-
-        assert_eq!(q.push_fanout("c".into()), Ok(Queued::FlushPromised));
-        q.close();
-        q.flush();
-        assert!(
-            received(&mut peer).is_empty(),
-            "no direct write after close"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_direct_write_the_socket_cannot_finish_is_left_to_the_session() {
-        let (q, _ours, mut peer) = direct_queue();
-        let big = "y".repeat(1 << 20);
-        assert_eq!(q.push_fanout(big.clone().into()), Ok(Queued::FlushPromised));
-        q.flush();
-        let mut got = Vec::new();
-        loop {
-            let chunk = received(&mut peer);
-            if chunk.is_empty() {
-                break;
-            }
-            got.extend(chunk);
-        }
-        // The session is woken with the unsent bytes, which complete the frame.
-        let batch = q.pop_batch(8).await;
-        assert!(batch.frames.is_empty());
-        got.extend_from_slice(&batch.rest.expect("the unsent part"));
-        assert_eq!(got, frame(&big));
-    }
-
-    #[tokio::test]
-    async fn events_during_a_command_wait_for_its_reply() {
-        let (q, _ours, mut peer) = direct_queue();
-        q.begin_command();
-        assert_eq!(q.push_fanout("event".into()), Ok(Queued::BySession));
-        q.flush();
-        assert!(received(&mut peer).is_empty(), "not before the reply");
-        q.end_command();
-        assert_eq!(q.pop_batch(8).await.frames[0].as_str(), "event");
-    }
-}
+mod tests;

@@ -28,6 +28,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for metrics that list each one from the start. A new variant fails
+    /// to compile in [`ErrorCode::as_str`] until it is added there, and belongs here too.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::Unauthenticated,
+        ErrorCode::InvalidToken,
+        ErrorCode::TokenExpired,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::InvalidMessage,
+        ErrorCode::MessageTooLong,
+        ErrorCode::RateLimited,
+        ErrorCode::Conflict,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Unauthenticated => "unauthenticated",

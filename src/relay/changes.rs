@@ -164,6 +164,7 @@ impl Relay {
                             Event {
                                 seq: Some(seq),
                                 skip_user: None,
+                                ephemeral: false,
                                 frame: protocol::message_frame(room, body),
                             },
                         );

@@ -43,5 +43,5 @@ pub fn presence_event(room: RoomId, user: i64, name: Option<&str>, arrived: bool
         None,
         serde_json::json!({"roomId": room, "user": user_json(user, name)}),
     );
-    Event::to_others(user, frame)
+    Event::ephemeral_to_others(user, frame)
 }

@@ -61,7 +61,7 @@ impl Relay {
 pub fn typing_event(room: RoomId, user: i64, name: Option<&str>, is_typing: bool) -> Event {
     let fields =
         serde_json::json!({"roomId": room, "user": user_json(user, name), "isTyping": is_typing});
-    Event::to_others(user, protocol::frame("typing", None, fields))
+    Event::ephemeral_to_others(user, protocol::frame("typing", None, fields))
 }
 
 /// Ends typing indicators whose rows ran out, on this daemon's sockets, and forgets

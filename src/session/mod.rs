@@ -330,6 +330,7 @@ where
         reference: Option<&serde_json::Value>,
         err: FrameError,
     ) -> Result<(), Closed> {
+        metrics::counter!("pgchat_errors_total", "code" => err.code.as_str()).increment(1);
         self.reply(protocol::error_frame(reference, &err)).await
     }
 
