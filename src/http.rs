@@ -136,6 +136,16 @@ fn spawn_session<S>(
 }
 
 fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Response<Body> {
+    // RFC 6455 §4.4: the one version spoken here, advertised on refusal.
+    let version = req.headers().get(header::SEC_WEBSOCKET_VERSION);
+    if version.is_none_or(|v| v.as_bytes().trim_ascii() != b"13") {
+        let mut r = text(StatusCode::UPGRADE_REQUIRED, "websocket version 13 only\n");
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
     if let Some(allowed) = state.config.allowed_origins() {
         let origin = req
             .headers()
