@@ -40,6 +40,10 @@ where
             if let Some(user) = identity.user_id {
                 self.app.hub.add_user_socket(user, self.handle.clone());
             }
+            // Out of the unauthenticated pool: its place is free for a newcomer.
+            if let Some(ticket) = self.ticket.as_mut() {
+                ticket.authenticated();
+            }
         }
         let user = json!({"id": identity.user_id, "name": identity.name, "role": identity.role});
         self.identity = Some(identity);

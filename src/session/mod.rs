@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::Instrument;
 
+use crate::admission::Ticket;
 use crate::auth::Identity;
 use crate::frame_reader::{FrameReader, Incoming, ReadError};
 use crate::frame_writer;
@@ -59,7 +59,9 @@ pub struct Session<S> {
     pub(crate) typing_sent: TypingSent,
     pub(crate) strikes: u32,
     strike_window: Instant,
-    _slot: Option<OwnedSemaphorePermit>,
+    /// The connection's hold on the server's capacity, given back when the session
+    /// ends; it leaves the unauthenticated pool when the session authenticates.
+    pub(crate) ticket: Option<Ticket>,
 }
 
 enum Wake {
@@ -77,17 +79,21 @@ where
 {
     /// A session for an upgraded connection. `fd` is its descriptor when `io` is a plain
     /// socket that fan-outs may write to directly; `early` are bytes the client sent right
-    /// behind its upgrade request; `slot` (the connection-limit permit) is released when
-    /// the session ends.
+    /// behind its upgrade request; `ticket` (its admission) is given back when the
+    /// session ends.
     pub fn new(
         io: S,
         fd: Option<std::os::fd::RawFd>,
         early: Vec<u8>,
         app: Arc<AppState>,
-        slot: Option<OwnedSemaphorePermit>,
+        mut ticket: Option<Ticket>,
     ) -> Self {
         let conn_id = app.next_conn_id();
         let handle = Arc::new(SessionHandle::new(conn_id, app.config.outbound_queue, fd));
+        // Evicted while upgrading: another client has its place; it ends at once.
+        if ticket.as_mut().is_some_and(|t| !t.attach(&handle)) {
+            handle.kill(close::TRY_AGAIN_LATER);
+        }
         let closing = app.closing.subscribe();
         let reader = FrameReader::new(app.config.max_frame_bytes, early);
         Session {
@@ -101,7 +107,7 @@ where
             typing_sent: TypingSent::default(),
             strikes: 0,
             strike_window: Instant::now(),
-            _slot: slot,
+            ticket,
         }
     }
 
