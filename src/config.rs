@@ -29,6 +29,10 @@ pub enum ConfigError {
     BadLogFormat(String),
     #[error("NOTIFY_CHANNEL must be 1..63 characters of [a-z0-9_] and not `pgrst`")]
     BadChannel,
+    #[error("TRUSTED_PROXIES: {0}")]
+    BadTrustedProxies(#[from] crate::admission::BadProxy),
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
     #[error("invalid configuration: {0}")]
     Env(String),
 }
@@ -81,6 +85,22 @@ pub struct Config {
     pub outbound_queue: usize,
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Connections that have not authenticated yet, at most; unset: a quarter of
+    /// `max_connections`. See `admission`.
+    #[serde(default)]
+    pub max_unauthenticated: Option<usize>,
+    /// Open connections per client address; 0: no cap.
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
+    /// Comma-separated addresses/CIDRs of proxies whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Option<String>,
+    /// Time a client has to send its request headers.
+    #[serde(default = "defaults::header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// Time from accept to a completed WebSocket upgrade.
+    #[serde(default = "defaults::upgrade_timeout_secs")]
+    pub upgrade_timeout_secs: u64,
     /// Largest WebSocket message accepted from a client, in bytes.
     #[serde(default = "defaults::max_frame_bytes")]
     pub max_frame_bytes: usize,
@@ -136,6 +156,12 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         18_000
+    }
+    pub fn header_timeout_secs() -> u64 {
+        10
+    }
+    pub fn upgrade_timeout_secs() -> u64 {
+        10
     }
     pub fn max_frame_bytes() -> usize {
         64 * 1024
@@ -197,7 +223,32 @@ impl Config {
         if !channel_ok {
             return Err(ConfigError::BadChannel);
         }
+        self.trusted_proxies()?;
+        for (name, value) in [
+            ("HEADER_TIMEOUT_SECS", self.header_timeout_secs),
+            ("UPGRADE_TIMEOUT_SECS", self.upgrade_timeout_secs),
+            (
+                "MAX_UNAUTHENTICATED",
+                self.max_unauthenticated.unwrap_or(1) as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit(name));
+            }
+        }
         Ok(())
+    }
+
+    pub fn trusted_proxies(&self) -> Result<crate::admission::TrustedProxies, ConfigError> {
+        let list = self.trusted_proxies.as_deref().unwrap_or("");
+        Ok(crate::admission::TrustedProxies::parse(list)?)
+    }
+
+    /// `MAX_UNAUTHENTICATED`, or a quarter of `MAX_CONNECTIONS`; never more than that.
+    pub fn max_unauthenticated(&self) -> usize {
+        self.max_unauthenticated
+            .unwrap_or(self.max_connections / 4)
+            .clamp(1, self.max_connections.max(1))
     }
 
     /// The HMAC key, decoded when `JWT_SECRET_IS_BASE64` is set (URL-safe alphabet accepted).
@@ -253,6 +304,12 @@ impl Config {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
     }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+    pub fn upgrade_timeout(&self) -> Duration {
+        Duration::from_secs(self.upgrade_timeout_secs)
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +364,41 @@ mod tests {
             err(vec![("JWT_SECRET", SECRET), ("NOTIFY_CHANNEL", "pgrst")])
                 .contains("NOTIFY_CHANNEL")
         );
+        assert!(err(vec![
+            ("JWT_SECRET", SECRET),
+            ("TRUSTED_PROXIES", "10.0.0.0/40")
+        ])
+        .contains("TRUSTED_PROXIES"));
+        assert!(
+            err(vec![("JWT_SECRET", SECRET), ("UPGRADE_TIMEOUT_SECS", "0")])
+                .contains("UPGRADE_TIMEOUT_SECS")
+        );
+    }
+
+    #[test]
+    fn unauthenticated_cap_defaults_to_a_quarter() {
+        let with = |pairs: Vec<(&str, &str)>| {
+            let mut all = vec![("JWT_SECRET", SECRET)];
+            all.extend(pairs);
+            Config::from_pairs(all).unwrap()
+        };
+        let c = with(vec![]);
+        assert_eq!(c.max_unauthenticated(), 4500);
+        assert_eq!((c.header_timeout_secs, c.upgrade_timeout_secs), (10, 10));
+        assert_eq!(c.max_connections_per_ip, 0);
+        assert_eq!(
+            with(vec![("MAX_CONNECTIONS", "60")]).max_unauthenticated(),
+            15
+        );
+        assert_eq!(
+            with(vec![("MAX_CONNECTIONS", "3")]).max_unauthenticated(),
+            1
+        );
+        let c = with(vec![
+            ("MAX_CONNECTIONS", "60"),
+            ("MAX_UNAUTHENTICATED", "100"),
+        ]);
+        assert_eq!(c.max_unauthenticated(), 60);
     }
 
     #[test]

@@ -206,13 +206,7 @@ impl FrameReader {
                 }
                 (is_text, so_far)
             }
-            0x8 => {
-                let code = match payload.as_slice() {
-                    [a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
-                    _ => None,
-                };
-                return Ok(Some(Incoming::Close(code)));
-            }
+            0x8 => return close_code(&payload).map(|code| Some(Incoming::Close(code))),
             0x9 => return Ok(Some(Incoming::Ping(payload))),
             0xA => return Ok(Some(Incoming::Pong)),
             _ => return Err(ReadError::Protocol("unknown opcode")),
@@ -223,6 +217,24 @@ impl FrameReader {
         String::from_utf8(whole)
             .map(|text| Some(Incoming::Text(text)))
             .map_err(|_| ReadError::InvalidUtf8)
+    }
+}
+
+/// The code of a client's Close frame (RFC 6455 §5.5.1, §7.4): none for an empty
+/// payload; otherwise a code that may be sent on the wire, then a UTF-8 reason.
+fn close_code(payload: &[u8]) -> Result<Option<u16>, ReadError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ReadError::Protocol("a close payload of one byte")),
+        [a, b, reason @ ..] => {
+            let code = u16::from_be_bytes([*a, *b]);
+            if !crate::protocol::close::may_be_sent(code) {
+                return Err(ReadError::Protocol("a close code that may not be sent"));
+            }
+            std::str::from_utf8(reason)
+                .map_err(|_| ReadError::Protocol("a close reason that is not UTF-8"))?;
+            Ok(Some(code))
+        }
     }
 }
 
@@ -282,6 +294,31 @@ mod tests {
                 Ok(Incoming::Close(Some(1000))),
             ]
         );
+    }
+
+    #[test]
+    fn close_frames_are_validated() {
+        let close = |payload: &[u8]| read_all(frame(true, 0x8, payload), 100).remove(0);
+        let with_code = |code: u16, reason: &[u8]| {
+            let mut p = code.to_be_bytes().to_vec();
+            p.extend_from_slice(reason);
+            close(&p)
+        };
+        assert_eq!(close(b""), Ok(Incoming::Close(None)));
+        for code in [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4000, 4999] {
+            assert_eq!(
+                with_code(code, "bye é".as_bytes()),
+                Ok(Incoming::Close(Some(code)))
+            );
+        }
+        assert!(close(&[0x03]).is_err_and(|e| e.contains("one byte")));
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert!(
+                with_code(code, b"").is_err_and(|e| e.contains("may not be sent")),
+                "{code}"
+            );
+        }
+        assert!(with_code(1000, &[b'o', 0xC3]).is_err_and(|e| e.contains("UTF-8")));
     }
 
     #[test]

@@ -68,6 +68,21 @@ where
     W: AsyncWrite + Unpin,
     P: AsRef<[u8]>,
 {
+    write_frames_counted(out, opcode, payloads, &mut 0).await
+}
+
+/// [`write_frames`], adding to `written` the bytes the socket took as it goes: if the
+/// write is abandoned halfway, [`unfinished_frame`] tells what a frame still lacks.
+pub async fn write_frames_counted<W, P>(
+    out: &mut W,
+    opcode: u8,
+    payloads: &[P],
+    written: &mut usize,
+) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    P: AsRef<[u8]>,
+{
     let headers: Vec<([u8; 10], usize)> = payloads
         .iter()
         .map(|p| header(opcode, p.as_ref().len()))
@@ -87,12 +102,16 @@ where
             next += 1;
         }
         debug_assert!(next > first);
-        write_all_vectored(out, &mut slices).await?;
+        write_all_vectored(out, &mut slices, written).await?;
     }
     out.flush().await
 }
 
-async fn write_all_vectored<W>(out: &mut W, mut slices: &mut [IoSlice<'_>]) -> io::Result<()>
+async fn write_all_vectored<W>(
+    out: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+    written: &mut usize,
+) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
 {
@@ -101,9 +120,42 @@ where
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        *written += n;
         IoSlice::advance_slices(&mut slices, n);
     }
     Ok(())
+}
+
+/// The bytes still missing from the frame that was being written when [`write_frames`]
+/// of these payloads stopped after `written` bytes; `None` if it stopped between frames.
+/// Only these may follow on the wire: anything else would be read as that frame's rest.
+pub fn unfinished_frame<P: AsRef<[u8]>>(
+    opcode: u8,
+    payloads: &[P],
+    written: usize,
+) -> Option<Box<[u8]>> {
+    let mut start = 0;
+    for payload in payloads {
+        let payload = payload.as_ref();
+        let (h, used) = header(opcode, payload.len());
+        let end = start + used + payload.len();
+        if written < end {
+            if written == start {
+                return None;
+            }
+            let into = written - start;
+            let mut tail = Vec::with_capacity(end - written);
+            if into < used {
+                tail.extend_from_slice(&h[into..used]);
+                tail.extend_from_slice(payload);
+            } else {
+                tail.extend_from_slice(&payload[into - used..]);
+            }
+            return Some(tail.into_boxed_slice());
+        }
+        start = end;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -149,6 +201,29 @@ mod tests {
             _: &mut std::task::Context<'_>,
         ) -> std::task::Poll<io::Result<()>> {
             std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn an_abandoned_write_leaves_exactly_the_rest_of_its_frame() {
+        let big = "z".repeat(300);
+        let payloads = ["ab", big.as_str(), "", "end"];
+        let mut wire = Vec::new();
+        let mut boundaries = vec![0];
+        for p in payloads {
+            let (h, n) = header(TEXT, p.len());
+            wire.extend_from_slice(&h[..n]);
+            wire.extend_from_slice(p.as_bytes());
+            boundaries.push(wire.len());
+        }
+        for written in 0..=wire.len() {
+            let tail = unfinished_frame(TEXT, &payloads, written);
+            if boundaries.contains(&written) {
+                assert_eq!(tail, None, "at {written}");
+                continue;
+            }
+            let end = *boundaries.iter().find(|b| **b > written).unwrap();
+            assert_eq!(tail.as_deref(), Some(&wire[written..end]), "at {written}");
         }
     }
 

@@ -14,15 +14,15 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::admission::Ticket;
 use crate::listener_probe;
 use crate::server::AppState;
 
 type Body = Full<Bytes>;
-/// The connection's slot, handed from the HTTP connection to the WebSocket session.
-pub type Slot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+/// The connection's admission ticket, handed from the HTTP connection to the session.
+pub type Slot = Arc<Mutex<Option<Ticket>>>;
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -37,11 +37,12 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 pub async fn handle(
     req: Request<Incoming>,
     state: Arc<AppState>,
+    peer: std::net::SocketAddr,
     slot: Slot,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     Ok(match (req.method(), path.as_str()) {
-        (&Method::GET, "/" | "/ws") if is_upgrade(&req) => upgrade(req, state, slot),
+        (&Method::GET, "/" | "/ws") if is_upgrade(&req) => upgrade(req, state, peer, slot),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
             if ready(&state).await {
@@ -160,15 +161,30 @@ fn spawn_session<S>(
     early_bytes: Vec<u8>,
     state: Arc<AppState>,
     token: Option<String>,
-    permit: Option<OwnedSemaphorePermit>,
+    ticket: Option<Ticket>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let tasks = state.tasks.clone();
-    tasks.spawn(crate::session::Session::new(io, fd, early_bytes, state, permit).run(token));
+    tasks.spawn(crate::session::Session::new(io, fd, early_bytes, state, ticket).run(token));
 }
 
-fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Response<Body> {
+fn upgrade(
+    mut req: Request<Incoming>,
+    state: Arc<AppState>,
+    peer: std::net::SocketAddr,
+    slot: Slot,
+) -> Response<Body> {
+    // RFC 6455 §4.4: the one version spoken here, advertised on refusal.
+    let version = req.headers().get(header::SEC_WEBSOCKET_VERSION);
+    if version.is_none_or(|v| v.as_bytes().trim_ascii() != b"13") {
+        let mut r = text(StatusCode::UPGRADE_REQUIRED, "websocket version 13 only\n");
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
     if let Some(allowed) = state.config.allowed_origins() {
         let origin = req
             .headers()
@@ -184,7 +200,12 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
         None => return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n"),
     };
     let token = upgrade_token(&req);
-    let permit = slot.lock().unwrap().take();
+    let mut ticket = slot.lock().unwrap().take();
+    if let Some(ticket) = ticket.as_mut() {
+        if let Err(refusal) = forwarded_for(&req, &state, peer, ticket) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, refusal_text(refusal));
+        }
+    }
     // Only the upgrade handle goes into the connection's task: the request (headers
     // and all) is dropped now instead of living as long as the socket.
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -205,7 +226,7 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
                 drop(parts.read_buf);
                 let stream = parts.io.into_inner();
                 let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
-                spawn_session(stream, fd, early_bytes, state, token, permit);
+                spawn_session(stream, fd, early_bytes, state, token, ticket);
             }
             Err(upgraded) => {
                 spawn_session(
@@ -214,7 +235,7 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
                     Vec::new(),
                     state,
                     token,
-                    permit,
+                    ticket,
                 );
             }
         }
@@ -229,6 +250,35 @@ fn upgrade(mut req: Request<Incoming>, state: Arc<AppState>, slot: Slot) -> Resp
         HeaderValue::from_str(&key).expect("base64 is a valid header"),
     );
     r
+}
+
+/// Behind a trusted proxy, the upgrade is counted against the client's address from
+/// `X-Forwarded-For` (a WebSocket connection carries one client; a keep-alive
+/// connection of the proxy may carry many, so plain requests are not re-attributed).
+fn forwarded_for(
+    req: &Request<Incoming>,
+    state: &AppState,
+    peer: std::net::SocketAddr,
+    ticket: &mut Ticket,
+) -> Result<(), crate::admission::Refusal> {
+    let admission = &state.admission;
+    if !admission.is_trusted_proxy(peer.ip()) {
+        return Ok(());
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let client = admission.trusted_proxies().client_ip(peer.ip(), forwarded);
+    ticket.forwarded_for(client)
+}
+
+fn refusal_text(refusal: crate::admission::Refusal) -> &'static str {
+    match refusal {
+        crate::admission::Refusal::PerIpCap => "too many connections from this address\n",
+        crate::admission::Refusal::UnauthenticatedCap => "server busy, try again later\n",
+    }
 }
 
 /// Serves a file under `dir`; `/` is `index.html`. Paths that climb out are refused.

@@ -6,6 +6,7 @@
 //! → [`relay`] (reads what changed from the tables) → [`hub`] → sockets.
 //!
 //! - [`config`]    one struct from the environment, validated at start
+//! - [`admission`] connection slots: the unauthenticated pool, per-address caps, proxies
 //! - [`auth`]      JWT verification with PostgREST's rules; token minting
 //! - [`db`]        the pool and the "run as this user" transaction
 //! - [`migrate`]   the embedded `sql/` files, applied in order, idempotently
@@ -27,6 +28,7 @@
 //! - [`demo`]      `pgchat demo`: migrate, seed two users, serve the frontend
 //! - [`telemetry`] tracing setup
 
+pub mod admission;
 pub mod auth;
 mod commands;
 pub mod config;

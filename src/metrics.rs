@@ -12,17 +12,23 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::protocol::{close, ErrorCode};
 
 /// Reasons in `pgchat_connections_refused_total{reason}`.
-pub const REFUSAL_REASONS: [&str; 3] = ["max_connections", "unauthenticated_cap", "per_ip_cap"];
+pub const REFUSAL_REASONS: [&str; 4] = [
+    "max_connections",
+    "unauthenticated_cap",
+    "per_ip_cap",
+    "evicted",
+];
 
 /// Codes in `pgchat_closes_total{code}`: every close code the daemon sends (1000 is the
 /// normal closure a client may end with).
-pub const CLOSE_CODES: [u16; 11] = [
+pub const CLOSE_CODES: [u16; 12] = [
     1000,
     close::GOING_AWAY,
     close::PROTOCOL_ERROR,
     close::INVALID_DATA,
     close::MESSAGE_TOO_BIG,
     close::INTERNAL,
+    close::TRY_AGAIN_LATER,
     close::AUTH_TIMEOUT,
     close::TOKEN_EXPIRED,
     close::RATE_LIMITED,

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Ticket};
 use crate::auth::{Identity, Verifier};
 use crate::config::{Config, ConfigError};
 use crate::db::{Db, DbError};
@@ -54,8 +54,9 @@ pub struct AppState {
     /// `watch` receiver is a shared pointer and its check is lock-free.
     pub closing: tokio::sync::watch::Sender<bool>,
     pub tasks: TaskTracker,
-    /// Bounds open connections; a permit is held for a connection's whole life.
-    pub connection_slots: Arc<Semaphore>,
+    /// Bounds open connections (a slot for a connection's whole life), those not
+    /// authenticated yet, and those per client address.
+    pub admission: Arc<Admission>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     next_conn: AtomicU64,
     /// Roles already proven settable for `authenticator`, so auth needs no round trip.
@@ -131,8 +132,8 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         // Take a slot before accepting: at the cap the server simply stops accepting.
-        let permit = tokio::select! {
-            p = state.connection_slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+        let slot = tokio::select! {
+            slot = state.admission.slot() => slot,
             _ = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -147,20 +148,20 @@ pub async fn run(
             },
             _ = &mut shutdown => break,
         };
+        // Refused before a byte is read: the socket is just closed, and its slot is free.
+        let (ticket, evicted) = match state.admission.admit(slot, peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                tracing::debug!(%peer, %refusal, "connection refused");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        state.tasks.clone().spawn(async move {
-            let slot = Arc::new(Mutex::new(Some(permit)));
-            let service = hyper::service::service_fn(move |req| {
-                crate::http::handle(req, state.clone(), slot.clone())
-            });
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "http connection ended");
-            }
-        });
+        state
+            .tasks
+            .clone()
+            .spawn(serve_http(stream, peer, ticket, evicted, state));
     }
 
     tracing::info!("shutting down");
@@ -181,6 +182,45 @@ pub async fn run(
     }
     state.db.close();
     Ok(())
+}
+
+/// Serves one connection's HTTP until it upgrades (the session then runs in a task of
+/// its own), ends, is evicted, or misses its deadlines: the request headers within
+/// `HEADER_TIMEOUT_SECS` and the upgrade within `UPGRADE_TIMEOUT_SECS` of the accept,
+/// however slowly the bytes trickle in.
+async fn serve_http(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    ticket: Ticket,
+    evicted: CancellationToken,
+    state: Arc<AppState>,
+) {
+    let upgrade_deadline = tokio::time::sleep(state.config.upgrade_timeout());
+    let header_timeout = state.config.header_timeout();
+    let slot = Arc::new(Mutex::new(Some(ticket)));
+    let service = hyper::service::service_fn(move |req| {
+        crate::http::handle(req, state.clone(), peer, slot.clone())
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::select! {
+        r = conn => match r {
+            Ok(()) => {}
+            Err(e) if e.is_timeout() => {
+                metrics::counter!("pgchat_preupgrade_timeouts_total").increment(1);
+                tracing::debug!(%peer, "request headers not received in time");
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "http connection ended"),
+        },
+        _ = upgrade_deadline => {
+            metrics::counter!("pgchat_preupgrade_timeouts_total").increment(1);
+            tracing::debug!(%peer, "no websocket upgrade in time");
+        }
+        _ = evicted.cancelled() => tracing::debug!(%peer, "evicted before upgrading"),
+    }
 }
 
 fn build_state(config: Config) -> Result<AppState, ServerError> {
@@ -207,7 +247,12 @@ fn build_state(config: Config) -> Result<AppState, ServerError> {
         shutdown: CancellationToken::new(),
         closing: tokio::sync::watch::Sender::new(false),
         tasks: TaskTracker::new(),
-        connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+        admission: Arc::new(Admission::new(
+            config.max_connections,
+            config.max_unauthenticated(),
+            config.max_connections_per_ip,
+            config.trusted_proxies()?,
+        )),
         metrics: crate::metrics::handle(),
         next_conn: AtomicU64::new(1),
         known_roles: Mutex::new(HashSet::new()),

@@ -57,6 +57,34 @@ async fn exp_is_checked_with_thirty_seconds_of_leeway() {
     .await;
 }
 
+/// An `exp` at or beyond i64's end (1e300, 2^63 - 1) is far in the future, as PostgREST
+/// takes it: accepted, and the session lives on (no wrap-around into the past).
+#[tokio::test]
+async fn exp_beyond_i64_is_far_future_not_expired() {
+    let db = TestDb::new().await;
+    let (alice, _) = db.signup("alice@example.com", "Alice").await;
+    let server = TestServer::start(&db, &[]).await;
+    // `json!` keeps 1e300 a float and 2^63 - 1 an integer: both forms are tried.
+    for exp in [
+        json!(1e300),
+        json!(9_223_372_036_854_775_807_i64),
+        json!(i64::MAX - 29),
+    ] {
+        let (mut c, _) = authed_ok(
+            &server.url(),
+            &token_with(alice, json!({"exp": exp})),
+            alice,
+        )
+        .await;
+        assert_alive(&mut c).await;
+    }
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        !metrics.contains("pgchat_auth_failures_total{code=\"token_expired\"}"),
+        "{metrics}"
+    );
+}
+
 /// §5.2: `nbf` and `iat` in the future are refused beyond 30 s, accepted within.
 #[tokio::test]
 async fn nbf_and_iat_in_the_future_have_thirty_seconds_of_leeway() {

@@ -86,19 +86,21 @@ impl Verifier {
         if !claims.is_object() {
             return Err(AuthError::Invalid("claims are not an object".into()));
         }
+        // Saturating: a time claim near i64's ends (or 1e300, clamped there) must not
+        // wrap around into the past or the future.
         let exp = time_claim(&claims, "exp")?;
         if let Some(exp) = exp {
-            if now > exp + LEEWAY_SECS {
+            if now > exp.saturating_add(LEEWAY_SECS) {
                 return Err(AuthError::Expired);
             }
         }
         if let Some(nbf) = time_claim(&claims, "nbf")? {
-            if now < nbf - LEEWAY_SECS {
+            if now < nbf.saturating_sub(LEEWAY_SECS) {
                 return Err(AuthError::Invalid("token not yet valid (nbf)".into()));
             }
         }
         if let Some(iat) = time_claim(&claims, "iat")? {
-            if now < iat - LEEWAY_SECS {
+            if now < iat.saturating_sub(LEEWAY_SECS) {
                 return Err(AuthError::Invalid(
                     "token issued in the future (iat)".into(),
                 ));
@@ -149,13 +151,16 @@ impl Verifier {
     }
 }
 
-/// A time claim as seconds; a present but non-numeric value makes the token invalid.
+/// A time claim as whole seconds; a present but non-numeric value makes the token
+/// invalid. PostgREST takes any JSON number: a fraction is rounded down, and a value
+/// beyond i64 (a u64, 1e300) is clamped to i64's range (`as` saturates), so that
+/// comparisons with it keep their sense.
 fn time_claim(claims: &Value, name: &str) -> Result<Option<i64>, AuthError> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().map(|f| f as i64))
+            .or_else(|| n.as_f64().map(|f| f.floor() as i64))
             .map(Some)
             .ok_or_else(|| AuthError::Invalid(format!("`{name}` is not a number"))),
         Some(_) => Err(AuthError::Invalid(format!("`{name}` is not a number"))),
@@ -167,4 +172,76 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const NOW: i64 = 1_800_000_000;
+
+    fn verifier() -> Verifier {
+        let config = Config::from_pairs([("JWT_SECRET", SECRET)]).unwrap();
+        Verifier::new(&config).unwrap()
+    }
+
+    /// Signs a payload written as JSON text, so numbers keep their exact spelling.
+    fn token(payload: &str) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use jsonwebtoken::crypto::sign;
+        let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(payload);
+        let message = format!("{head}.{body}");
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        let signature = sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{message}.{signature}")
+    }
+
+    fn verify(time_claims: &str) -> Result<Identity, AuthError> {
+        let payload = format!(r#"{{"sub":"1","role":"authenticated",{time_claims}}}"#);
+        verifier().verify(&token(&payload), NOW)
+    }
+
+    #[test]
+    fn far_future_exp_never_wraps_into_the_past() {
+        for exp in [
+            "9223372036854775807",
+            "9223372036854775778", // 2^63 - 30
+            "18446744073709551615",
+            "1e300",
+            "1.7976931348623157e308",
+        ] {
+            let id = verify(&format!(r#""exp":{exp}"#)).unwrap_or_else(|e| panic!("{exp}: {e}"));
+            assert!(id.exp >= Some(i64::MAX - 29), "{exp}: {:?}", id.exp);
+        }
+    }
+
+    #[test]
+    fn fractional_and_extreme_time_claims_keep_their_sense() {
+        // Fractions: rounded down, then the usual 30 s of leeway.
+        assert!(verify(&format!(r#""exp":{}.5"#, NOW - 30)).is_ok());
+        assert_eq!(
+            verify(&format!(r#""exp":{}.5"#, NOW - 31)),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(verify(r#""exp":-1e300"#), Err(AuthError::Expired));
+        assert_eq!(
+            verify(r#""exp":-9223372036854775808"#),
+            Err(AuthError::Expired)
+        );
+        // nbf/iat far in the past are fine; far in the future are refused.
+        assert!(verify(r#""nbf":-1e300,"iat":-9223372036854775808"#).is_ok());
+        for claim in ["nbf", "iat"] {
+            for value in ["1e300", "9223372036854775807", "18446744073709551615"] {
+                let r = verify(&format!(r#""{claim}":{value}"#));
+                assert!(
+                    matches!(r, Err(AuthError::Invalid(_))),
+                    "{claim}={value}: {r:?}"
+                );
+            }
+        }
+        assert!(verify(&format!(r#""nbf":{}.9"#, NOW + 30)).is_ok());
+    }
 }

@@ -20,7 +20,7 @@ where
             Ok(id) => id,
             Err(e) => {
                 return self
-                    .send_error(r, FrameError::new(code_of(&e), e.to_string()))
+                    .refuse(r, FrameError::new(code_of(&e), e.to_string()))
                     .await
             }
         };
@@ -30,21 +30,31 @@ where
                     ErrorCode::InvalidToken,
                     "a refreshed token must be for the same user and role",
                 );
-                return self.send_error(r, err).await;
+                return self.refuse(r, err).await;
             }
         }
         if let Err(e) = self.app.check_role(&identity).await {
-            return self.send_error(r, e).await;
+            return self.refuse(r, e).await;
         }
         if self.identity.is_none() {
             if let Some(user) = identity.user_id {
                 self.app.hub.add_user_socket(user, self.handle.clone());
+            }
+            // Out of the unauthenticated pool: its place is free for a newcomer.
+            if let Some(ticket) = self.ticket.as_mut() {
+                ticket.authenticated();
             }
         }
         let user = json!({"id": identity.user_id, "name": identity.name, "role": identity.role});
         self.identity = Some(identity);
         self.reply(protocol::frame("authenticated", r, json!({"user": user})))
             .await
+    }
+
+    /// Refuses an `auth` (or upgrade token), counted by error code.
+    async fn refuse(&mut self, r: Option<&Value>, err: FrameError) -> Result<(), Closed> {
+        metrics::counter!("pgchat_auth_failures_total", "code" => err.code.as_str()).increment(1);
+        self.send_error(r, err).await
     }
 }
 

@@ -257,6 +257,15 @@ impl Outbound {
         frames.rest.take()
     }
 
+    /// Keeps the unsent part of a frame the session stopped writing halfway (killed, or
+    /// shutting down) as the rest that must go out first: a Close frame may follow only
+    /// a whole frame. Called while the session is still the writer.
+    pub fn keep_unsent(&self, tail: Box<[u8]>) {
+        let mut frames = self.frames.lock().unwrap();
+        debug_assert!(frames.session_writing && frames.rest.is_none());
+        frames.rest = Some(tail);
+    }
+
     /// The session is done writing. Frames queued meanwhile were not announced: the
     /// session looks at the queue before it waits again.
     pub fn end_write(&self) {

@@ -66,11 +66,20 @@ pub mod close {
     pub const INVALID_DATA: u16 = 1007;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    /// A connection that had not authenticated made room for another client's.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const AUTH_TIMEOUT: u16 = 4000;
     pub const TOKEN_EXPIRED: u16 = 4001;
     pub const RATE_LIMITED: u16 = 4002;
     pub const SLOW_CONSUMER: u16 = 4003;
     pub const IDLE_TIMEOUT: u16 = 4004;
+
+    /// Whether `code` may appear in a Close frame on the wire (RFC 6455 §7.4): not
+    /// below 1000, not 1004–1006 or 1015 (reserved, or only for an endpoint's own
+    /// reports), not 1016–2999 (unassigned), not 5000 or more.
+    pub fn may_be_sent(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
 }
 
 /// A refusal of one client frame: sent as `error {code, message, ref?}`.

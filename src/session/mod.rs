@@ -4,17 +4,17 @@
 
 mod deadlines;
 mod per_room;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::Instrument;
 
+use crate::admission::Ticket;
 use crate::auth::Identity;
 use crate::frame_reader::{FrameReader, Incoming, ReadError};
 use crate::frame_writer;
@@ -27,7 +27,7 @@ pub(crate) use per_room::JoinedRooms;
 
 /// Hub events written per flush.
 const WRITE_BATCH: usize = 64;
-/// How long a closing handshake or a single write may take.
+/// How long a single write may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rate-limit refusals tolerated per minute before the connection is closed.
 const MAX_STRIKES: u32 = 10;
@@ -57,7 +57,9 @@ pub struct Session<S> {
     pub(crate) rooms: JoinedRooms,
     pub(crate) strikes: u32,
     strike_window: Instant,
-    _slot: Option<OwnedSemaphorePermit>,
+    /// The connection's hold on the server's capacity, given back when the session
+    /// ends; it leaves the unauthenticated pool when the session authenticates.
+    pub(crate) ticket: Option<Ticket>,
 }
 
 enum Wake {
@@ -75,17 +77,21 @@ where
 {
     /// A session for an upgraded connection. `fd` is its descriptor when `io` is a plain
     /// socket that fan-outs may write to directly; `early` are bytes the client sent right
-    /// behind its upgrade request; `slot` (the connection-limit permit) is released when
-    /// the session ends.
+    /// behind its upgrade request; `ticket` (its admission) is given back when the
+    /// session ends.
     pub fn new(
         io: S,
         fd: Option<std::os::fd::RawFd>,
         early: Vec<u8>,
         app: Arc<AppState>,
-        slot: Option<OwnedSemaphorePermit>,
+        mut ticket: Option<Ticket>,
     ) -> Self {
         let conn_id = app.next_conn_id();
         let handle = Arc::new(SessionHandle::new(conn_id, app.config.outbound_queue, fd));
+        // Evicted while upgrading: another client has its place; it ends at once.
+        if ticket.as_mut().is_some_and(|t| !t.attach(&handle)) {
+            handle.kill(close::TRY_AGAIN_LATER);
+        }
         let closing = app.closing.subscribe();
         let reader = FrameReader::new(app.config.max_frame_bytes, early);
         Session {
@@ -98,7 +104,7 @@ where
             rooms: JoinedRooms::default(),
             strikes: 0,
             strike_window: Instant::now(),
-            _slot: slot,
+            ticket,
         }
     }
 
@@ -209,9 +215,8 @@ where
                         }
                         Incoming::Pong => Ok(()),
                         Incoming::Close(code) => {
-                            // Echo the peer's close; the connection ends here.
-                            let echo = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
-                            let _ = Box::pin(self.write_frames(frame_writer::CLOSE, &[echo])).await;
+                            // The connection ends here.
+                            Box::pin(self.echo_close(code)).await;
                             return 0;
                         }
                     }
@@ -245,78 +250,31 @@ where
                 }
             };
             if result.is_err() {
-                return self.handle.close_code().unwrap_or(0);
+                // Killed or shutting down mid-write: the Close follows the frame's rest.
+                let shutting_down = *closing.borrow();
+                return self
+                    .handle
+                    .close_code()
+                    .or(shutting_down.then_some(close::GOING_AWAY))
+                    .unwrap_or(0);
             }
         }
     }
 
-    /// When the current token stops being acceptable (PostgREST's 30 s leeway included).
+    /// When the current token stops being acceptable (PostgREST's 30 s leeway included);
+    /// `None` for a token that never expires, or not before the clock runs out.
     fn token_deadline(&self) -> Option<Instant> {
         let exp = self.identity.as_ref()?.exp?;
-        let remaining = exp + 30 - crate::auth::unix_now();
-        Some(Instant::now() + Duration::from_secs(remaining.max(0) as u64))
+        let remaining = exp
+            .saturating_add(30)
+            .saturating_sub(crate::auth::unix_now());
+        Instant::now().checked_add(Duration::from_secs(remaining.max(0) as u64))
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Closed> {
         match protocol::parse(text) {
             Ok(request) => self.dispatch(request).await,
             Err((reference, err)) => self.send_error(reference.as_ref(), err).await,
-        }
-    }
-
-    /// Writes what [`Outbound::pop_batch`] took; the session stops being the writer after.
-    async fn write_batch(&mut self, batch: Batch) -> Result<(), Closed> {
-        // Boxed: the write's state (timer, iovecs) lives only while writing, not in
-        // every idle connection's future.
-        let r = Box::pin(self.write_out(batch.rest, frame_writer::TEXT, &batch.frames)).await;
-        self.handle.queue().end_write();
-        r
-    }
-
-    /// Writes frames of the session's own (replies, ping, pong, close) as the socket's
-    /// writer: a fan-out's direct write cannot slip in between.
-    async fn write_frames<P>(&mut self, opcode: u8, payloads: &[P]) -> Result<(), Closed>
-    where
-        P: AsRef<[u8]> + Sync,
-    {
-        let rest = self.handle.queue().begin_write();
-        let r = self.write_out(rest, opcode, payloads).await;
-        self.handle.queue().end_write();
-        r
-    }
-
-    /// Writes the rest of a frame a direct write began, then frames with
-    /// [`frame_writer`], racing the kill switch and a timeout so a stuck peer cannot
-    /// hold the session.
-    async fn write_out<P>(
-        &mut self,
-        rest: Option<Box<[u8]>>,
-        opcode: u8,
-        payloads: &[P],
-    ) -> Result<(), Closed>
-    where
-        P: AsRef<[u8]> + Sync,
-    {
-        let io = &mut self.io;
-        let write = async move {
-            if let Some(rest) = rest {
-                io.write_all(&rest).await?;
-            }
-            frame_writer::write_frames(io, opcode, payloads).await
-        };
-        tokio::pin!(write);
-        // Most writes complete at once (the socket buffer has room): those arm no timer
-        // and register with no kill switch.
-        if let Some(r) = write.as_mut().now_or_never() {
-            return r.map_err(|_| Closed);
-        }
-        tokio::select! {
-            r = tokio::time::timeout(WRITE_TIMEOUT, write) => match r {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(Closed),
-            },
-            _ = self.handle.queue().interrupted() => Err(Closed),
-            _ = self.closing.wait_for(|closing| *closing) => Err(Closed),
         }
     }
 
@@ -346,42 +304,6 @@ where
             return false;
         }
         true
-    }
-
-    /// Sends a Close frame with `code` (none for 0) after `rest`, the unsent part of a
-    /// frame a direct write began, and waits briefly for the peer's Close.
-    async fn close(&mut self, code: u16, rest: Option<Box<[u8]>>) {
-        if code == 0 {
-            return;
-        }
-        let reason = match code {
-            close::GOING_AWAY => "server shutting down",
-            close::AUTH_TIMEOUT => "authentication timeout",
-            close::TOKEN_EXPIRED => "token expired",
-            close::RATE_LIMITED => "too many requests",
-            close::SLOW_CONSUMER => "client too slow to keep up",
-            close::IDLE_TIMEOUT => "idle timeout",
-            close::MESSAGE_TOO_BIG => "frame too large",
-            close::PROTOCOL_ERROR => "websocket protocol error",
-            close::INVALID_DATA => "text frame is not valid UTF-8",
-            _ => "internal error",
-        };
-        let mut payload = code.to_be_bytes().to_vec();
-        payload.extend_from_slice(reason.as_bytes());
-        // Send Close, then read until the peer's Close or a short timeout.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            if let Some(rest) = rest {
-                self.io.write_all(&rest).await?;
-            }
-            frame_writer::write_frames(&mut self.io, frame_writer::CLOSE, &[payload]).await?;
-            while let Some(m) = self.reader.next(&mut self.io).await {
-                if matches!(m, Ok(Incoming::Close(_)) | Err(_)) {
-                    break;
-                }
-            }
-            self.io.shutdown().await
-        })
-        .await;
     }
 
     /// Leaves every room (announcing departures) and forgets this socket.
