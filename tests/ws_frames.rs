@@ -270,7 +270,7 @@ async fn a_slow_consumer_is_closed_after_a_whole_frame() {
     // 20 KB rows until the kill: far more than the socket buffers hold.
     let text = "😀".repeat(5000);
     let mut posted = 0;
-    while metric(&server, "pgchat_slow_consumer_kicks_total", None).await < 1.0 {
+    while metric(&server, "pgchat_slow_consumer_closes_total", None).await < 1.0 {
         assert!(posted < 1500, "slow reader never kicked");
         for _ in 0..5 {
             posted += 1;
