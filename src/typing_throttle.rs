@@ -1,9 +1,16 @@
 //! How often one user's typing in one room reaches the database, whatever the value.
 //!
 //! Every relayed typing change is a write and a doorbell that every daemon reads. A
-//! client alternating `isTyping` true/false would otherwise make each frame one of each:
-//! a start is written at most once per [`TYPING_THROTTLE`] per (user, room), across all
-//! of the user's sockets, and a stop only after a start was written.
+//! client alternating `isTyping` true/false would otherwise make each frame one of each.
+//! Per (user, room), across all of the user's sockets:
+//! - a change of state (start after stop, stop after start) is written at once, within a
+//!   budget of [`TYPING_WRITES_PER_WINDOW`] writes per [`TYPING_THROTTLE`]; so a user who
+//!   sends a message and starts typing the next one is shown at once;
+//! - a refresh (start while started) is written at most once per [`TYPING_THROTTLE`];
+//! - a stop is written only after a start was.
+//!
+//! A change over budget is dropped: a start shows with the client's next refresh, a stop
+//! lets the indicator run out by itself (`presence::TYPING_TTL`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,8 +19,10 @@ use std::time::{Duration, Instant};
 use crate::hub::UserId;
 use crate::protocol::RoomId;
 
-/// A start (or refresh) of typing is written at most this often per (user, room).
+/// The window of the write budget, and the least time between two refreshes.
 pub const TYPING_THROTTLE: Duration = Duration::from_secs(2);
+/// Typing writes per (user, room) per [`TYPING_THROTTLE`], at most.
+pub const TYPING_WRITES_PER_WINDOW: u32 = 4;
 
 #[derive(Default)]
 pub struct TypingThrottle {
@@ -27,34 +36,47 @@ struct Written {
     started: Instant,
     /// Whether the last write was a start (a stop is written only after one).
     typing: bool,
+    /// When the current budget window began, and the writes made in it.
+    window: Instant,
+    writes: u32,
 }
 
 impl TypingThrottle {
     /// Whether this change should be written now; records it if so.
     pub fn admit(&self, user: UserId, room: RoomId, is_typing: bool, now: Instant) -> bool {
         let mut last = self.last.lock().unwrap();
-        let entry = last.get(&(user, room)).copied();
-        let admit = match (is_typing, entry) {
-            (true, None) => true,
-            (true, Some(w)) => now.duration_since(w.started) >= TYPING_THROTTLE,
-            (false, Some(w)) => w.typing,
-            (false, None) => false,
+        let Some(w) = last.get_mut(&(user, room)) else {
+            if is_typing {
+                last.insert(
+                    (user, room),
+                    Written {
+                        started: now,
+                        typing: true,
+                        window: now,
+                        writes: 1,
+                    },
+                );
+            }
+            return is_typing;
         };
-        if admit {
-            let started = match (is_typing, entry) {
-                (true, _) => now,
-                (false, Some(w)) => w.started,
-                (false, None) => now,
-            };
-            last.insert(
-                (user, room),
-                Written {
-                    started,
-                    typing: is_typing,
-                },
-            );
+        if now.duration_since(w.window) >= TYPING_THROTTLE {
+            w.window = now;
+            w.writes = 0;
         }
-        admit
+        let wanted = match (is_typing, w.typing) {
+            (true, true) => now.duration_since(w.started) >= TYPING_THROTTLE,
+            (true, false) | (false, true) => true,
+            (false, false) => false,
+        };
+        if !wanted || w.writes >= TYPING_WRITES_PER_WINDOW {
+            return false;
+        }
+        w.writes += 1;
+        w.typing = is_typing;
+        if is_typing {
+            w.started = now;
+        }
+        true
     }
 
     /// Forgets entries whose window has long passed, so the map holds only recent typists.
@@ -62,7 +84,7 @@ impl TypingThrottle {
         self.last
             .lock()
             .unwrap()
-            .retain(|_, w| now.duration_since(w.started) < TYPING_THROTTLE * 5);
+            .retain(|_, w| now.duration_since(w.started.max(w.window)) < TYPING_THROTTLE * 5);
     }
 }
 
@@ -71,7 +93,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn alternating_values_write_at_most_a_start_and_a_stop_per_window() {
+    fn alternating_values_write_at_most_the_budget_per_window() {
         let t = TypingThrottle::default();
         let start = Instant::now();
         let mut written = 0;
@@ -81,12 +103,35 @@ mod tests {
                 written += 1;
             }
         }
-        assert_eq!(written, 2, "one start and one stop within the first second");
-        // After the window a start is written again.
+        assert_eq!(
+            written, TYPING_WRITES_PER_WINDOW,
+            "the budget within the first second"
+        );
+        // After the window a change is written again.
         assert!(t.admit(1, 9, true, start + TYPING_THROTTLE));
-        // Another room or user has its own window.
+        // Another room or user has its own budget.
         assert!(t.admit(2, 9, true, start));
         assert!(t.admit(1, 8, true, start));
+    }
+
+    #[test]
+    fn a_start_right_after_a_stop_is_written() {
+        // Type, send (stop), type the next message: shown at once, not after a refresh.
+        let t = TypingThrottle::default();
+        let now = Instant::now();
+        assert!(t.admit(1, 1, true, now));
+        assert!(t.admit(1, 1, false, now + Duration::from_millis(300)));
+        assert!(t.admit(1, 1, true, now + Duration::from_millis(600)));
+    }
+
+    #[test]
+    fn refreshes_are_written_once_per_window() {
+        let t = TypingThrottle::default();
+        let now = Instant::now();
+        assert!(t.admit(1, 1, true, now));
+        assert!(!t.admit(1, 1, true, now + Duration::from_millis(500)));
+        assert!(!t.admit(1, 1, true, now + TYPING_THROTTLE - Duration::from_millis(1)));
+        assert!(t.admit(1, 1, true, now + TYPING_THROTTLE));
     }
 
     #[test]
