@@ -238,6 +238,54 @@ async fn a_catch_up_larger_than_the_queue_reaches_a_fast_reader_whole() {
 }
 
 #[tokio::test]
+async fn a_backlog_too_large_to_replay_tells_subscribers_to_resync() {
+    let db = TestDb::new().await;
+    let (alice, bob, room, _) = two_rooms(&db).await;
+    let server = TestServer::start(&db, &[]).await;
+    let mut b = Client::authed(&server.url(), bob).await;
+    join(&mut b, room).await;
+
+    hold_listen_down(&db).await;
+    // Beyond the relay's catch-up bound of 10,000 revs.
+    let behind: i64 = 10_500;
+    db.admin()
+        .await
+        .execute(
+            "insert into api.chat_messages (room_id, user_id, message)
+             select $1, $2, 'm' || g from generate_series(1, $3::bigint) g",
+            &[&room, &alice, &behind],
+        )
+        .await
+        .unwrap();
+    release_listen(&db).await;
+    let pg = db.postgrest().await;
+    listener_back(&db).await;
+    send(&pg, alice, room, "sentinel").await;
+    let before = until_message(&mut b, "sentinel").await;
+    let resyncs: Vec<&Value> = before.iter().filter(|f| f["type"] == "resync").collect();
+    assert_eq!(resyncs.len(), 1, "one resync before the sentinel");
+    assert_eq!(resyncs[0]["roomId"].as_i64(), Some(room));
+    assert_eq!(resyncs[0]["lastSeq"].as_i64(), Some(behind));
+    let replayed = before.iter().filter(|f| f["type"] == "message").count();
+    assert!(
+        replayed < behind as usize,
+        "the backlog is not replayed whole: {replayed} messages"
+    );
+    // Live delivery goes on from where the room stands, with no gap after the resync.
+    let after_resync: Vec<i64> = before
+        .iter()
+        .skip_while(|f| f["type"] != "resync")
+        .filter(|f| f["type"] == "message")
+        .map(|f| f["message"]["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        after_resync.is_empty(),
+        "nothing replayed after the resync: {after_resync:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn alternating_typing_is_throttled_per_user_and_room() {
     let db = TestDb::new().await;
     let (alice, bob, room, _) = two_rooms(&db).await;
