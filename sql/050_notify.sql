@@ -131,31 +131,57 @@ create trigger room_members_notify
 -- A room's changes after `after_rev`, in rev order: messages (new or changed, as their
 -- current state) and the changes recorded above. `body` is what the event carries: the
 -- message, the deleted message's ids, the reader's display name, or the room (joined).
+-- PL/pgSQL, not SQL: a SQL function with SET is never inlined and is planned again on
+-- every call; PL/pgSQL keeps its plans for the connection's life. The relay reads once
+-- per burst, so this is on the path of every message.
 create or replace function pgchat.changes_after(room bigint, after_rev bigint, max_rows integer)
 returns table (rev bigint, kind text, seq bigint, user_id bigint, body text)
-language sql stable security definer set search_path = api, public as $$
-  select * from (
-    (select m.rev, 'message'::text, m.seq, m.user_id, private.message_json(m)::text
-       from api.chat_messages m
-      where m.room_id = room and m.rev > after_rev
-      order by m.rev
-      limit max_rows)
-    union all
-    (select c.rev,
-            case when c.kind <> 'member' then c.kind when c.present then 'joined' else 'left' end,
-            c.seq, c.key,
-            case c.kind
-              when 'deleted' then json_build_object('id', c.key, 'room_id', c.room_id, 'seq', c.seq)::text
-              when 'read' then private.display_name(c.key)
-              else (select private.room_json(r) from api.chat_rooms r where r.id = c.room_id)::text
-            end
-       from private.room_changes c
-      where c.room_id = room and c.rev > after_rev
-      order by c.rev
-      limit max_rows)
-  ) changes
-  order by 1
-  limit max_rows;
+language plpgsql stable security definer set search_path = api, public as $$
+#variable_conflict use_column
+begin
+  return query
+  select r.rev, r.kind, r.seq, r.user_id, r.body
+    from pgchat.changes_after_rooms(array[changes_after.room], array[changes_after.after_rev],
+                                    changes_after.max_rows) r;
+end
+$$;
+
+-- The changes of several rooms after a rev each, at most max_rows per room, in rev
+-- order within each room: one statement per burst of doorbells, whatever rang.
+create or replace function pgchat.changes_after_rooms(rooms bigint[], after_revs bigint[], max_rows integer)
+returns table (room_id bigint, rev bigint, kind text, seq bigint, user_id bigint, body text)
+language plpgsql stable security definer set search_path = api, public as $$
+#variable_conflict use_column
+begin
+  return query
+  select p.room_id, x.rev, x.kind, x.seq, x.user_id, x.body
+    from unnest(rooms, after_revs) with ordinality as p(room_id, after_rev, ord)
+    cross join lateral (
+      select * from (
+        (select m.rev, 'message'::text as kind, m.seq, m.user_id, private.message_json(m)::text as body
+           from api.chat_messages m
+          where m.room_id = p.room_id and m.rev > p.after_rev
+          order by m.rev
+          limit max_rows)
+        union all
+        (select c.rev,
+                case when c.kind <> 'member' then c.kind when c.present then 'joined' else 'left' end,
+                c.seq, c.key,
+                case c.kind
+                  when 'deleted' then json_build_object('id', c.key, 'room_id', c.room_id, 'seq', c.seq)::text
+                  when 'read' then private.display_name(c.key)
+                  else (select private.room_json(r) from api.chat_rooms r where r.id = c.room_id)::text
+                end
+           from private.room_changes c
+          where c.room_id = p.room_id and c.rev > p.after_rev
+          order by c.rev
+          limit max_rows)
+      ) u
+      order by 1
+      limit max_rows
+    ) x
+   order by p.ord, x.rev;
+end
 $$;
 
 -- Which of these (room, user) pairs are memberships now: checked for every subscribed
@@ -182,12 +208,12 @@ revoke execute on function
   private.next_rev(bigint), private.record_change(bigint, text, bigint, bigint, boolean),
   private.message_changing(), private.notify_message(), private.notify_membership(),
   pgchat.changes_after(bigint, bigint, integer), pgchat.memberships(bigint[], bigint[]),
-  pgchat.room_position(bigint)
+  pgchat.changes_after_rooms(bigint[], bigint[], integer), pgchat.room_position(bigint)
   from public;
 grant execute on function pgchat.channel() to public;
 grant execute on function
   pgchat.changes_after(bigint, bigint, integer), pgchat.memberships(bigint[], bigint[]),
-  pgchat.room_position(bigint)
+  pgchat.changes_after_rooms(bigint[], bigint[], integer), pgchat.room_position(bigint)
   to authenticator;
 
 -- A deleted room takes its recorded changes with it.

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio_postgres::types::ToSql;
 
 use super::Relay;
 use crate::db::DbError;
@@ -35,19 +34,10 @@ struct Change {
 }
 
 impl Relay {
-    /// Reads one page of each room's changes (the queries pipelined on one connection),
-    /// relays them, and reads on in pages for rooms that had more.
+    /// Reads one page of each room's changes in one statement, relays them, and reads on
+    /// in pages for rooms that had more.
     pub(super) async fn read_changes(&self, rooms: &[RoomId]) -> Result<(), DbError> {
-        if rooms.is_empty() {
-            return Ok(());
-        }
-        let client = self.db.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "select rev, kind, seq, user_id, body from pgchat.changes_after($1, $2, $3)",
-            )
-            .await?;
-        let afters: Vec<(RoomId, i64)> = rooms
+        let (rooms, afters): (Vec<RoomId>, Vec<i64>) = rooms
             .iter()
             .filter_map(|r| {
                 self.hub
@@ -55,17 +45,34 @@ impl Relay {
                     .and_then(|(_, rev)| rev)
                     .map(|a| (*r, a))
             })
-            .collect();
+            .unzip();
+        if rooms.is_empty() {
+            return Ok(());
+        }
         let page_size = self.page_size();
-        let params: Vec<[&(dyn ToSql + Sync); 3]> = afters
-            .iter()
-            .map(|(room, after)| [room as &(dyn ToSql + Sync), after, &page_size])
-            .collect();
-        let pages =
-            futures_util::future::join_all(params.iter().map(|p| client.query(&stmt, p))).await;
-        drop(client);
-        for ((room, after), page) in afters.into_iter().zip(pages) {
-            let page: Vec<Change> = page?.iter().map(to_change).collect();
+        let rows = {
+            let client = self.db.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "select room_id, rev, kind, seq, user_id, body
+                       from pgchat.changes_after_rooms($1, $2, $3)",
+                )
+                .await?;
+            client.query(&stmt, &[&rooms, &afters, &page_size]).await?
+        };
+        // Rows come grouped by room in the order asked, in rev order within each.
+        let mut rows = rows.iter().peekable();
+        for (room, after) in rooms.into_iter().zip(afters) {
+            let mut page = Vec::new();
+            while let Some(row) = rows.next_if(|r| r.get::<_, RoomId>(0) == room) {
+                page.push(Change {
+                    rev: row.get(1),
+                    kind: row.get(2),
+                    seq: row.get(3),
+                    user: row.get(4),
+                    body: row.get(5),
+                });
+            }
             let full = page.len() == page_size as usize;
             let last = self.apply(room, &page).await;
             if full {
