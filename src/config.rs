@@ -255,32 +255,10 @@ impl Config {
             .clamp(1, self.max_connections.max(1))
     }
 
-    /// The keys tokens are verified with. `JWT_SECRET` is, as for PostgREST, a plain
-    /// secret, a JWK or a JWK Set, or `@path` of a file holding one (less one trailing
-    /// newline); base64-decoded first when `JWT_SECRET_IS_BASE64` is set (URL-safe
-    /// alphabet accepted). The 32-character minimum is for plain secrets.
+    /// The keys tokens are verified with (`auth::secret`: a plain secret, a JWK, a JWK
+    /// Set, or `@path` of a file holding one).
     pub fn jwt_keys(&self) -> Result<crate::auth::KeySet, ConfigError> {
-        use crate::auth::KeySet;
-        let secret = self.jwt_secret.as_deref().unwrap_or("");
-        if secret.is_empty() {
-            return Err(ConfigError::MissingSecret);
-        }
-        let text = match secret.strip_prefix('@') {
-            Some(path) => read_secret_file(path)?,
-            None => secret.as_bytes().to_vec(),
-        };
-        let bytes = if self.jwt_secret_is_base64 {
-            decode_base64(&text)?
-        } else {
-            text.clone()
-        };
-        if KeySet::is_json(&bytes) {
-            return Ok(KeySet::from_json(&bytes)?);
-        }
-        if String::from_utf8_lossy(&text).chars().count() < 32 {
-            return Err(ConfigError::ShortSecret);
-        }
-        Ok(KeySet::plain(&bytes))
+        crate::auth::key_set(self.jwt_secret.as_deref(), self.jwt_secret_is_base64)
     }
 
     /// The key SQL signs tokens with (`api.login`, `api.signup`) and `pgchat token`
@@ -325,32 +303,6 @@ impl Config {
     pub fn upgrade_timeout(&self) -> Duration {
         Duration::from_secs(self.upgrade_timeout_secs)
     }
-}
-
-/// PostgREST's `@file` rule: the whole file, less one trailing newline.
-fn read_secret_file(path: &str) -> Result<Vec<u8>, ConfigError> {
-    let mut content = std::fs::read(path)
-        .map_err(|e| ConfigError::UnreadableSecret(path.to_string(), e.to_string()))?;
-    if content.last() == Some(&b'\n') {
-        content.pop();
-    }
-    Ok(content)
-}
-
-/// Standard or URL-safe base64, padding optional, whitespace ignored.
-fn decode_base64(text: &[u8]) -> Result<Vec<u8>, ConfigError> {
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-    use base64::Engine;
-    let normalized: String = String::from_utf8_lossy(text)
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let unpadded = normalized.trim_end_matches('=');
-    let padded = format!("{unpadded}{}", "=".repeat((4 - unpadded.len() % 4) % 4));
-    STANDARD
-        .decode(&padded)
-        .or_else(|_| URL_SAFE.decode(&padded))
-        .map_err(|_| ConfigError::BadBase64Secret)
 }
 
 #[cfg(test)]

@@ -94,6 +94,7 @@ pub fn signature_alg(name: &str) -> Option<Algorithm> {
     })
 }
 
+/// One JWK: a member of a JWK Set, or `JWT_SECRET` itself.
 pub fn parse(value: &Value) -> Result<Parsed, JwkError> {
     let jwk = value.as_object().ok_or(JwkError::NotAnObject)?;
     let kty = match jwk.get("kty") {

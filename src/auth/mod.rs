@@ -7,11 +7,13 @@ mod claim_path;
 mod jwk;
 mod keys;
 mod mint;
+mod secret;
 
 pub use claim_path::{ClaimPath, ClaimPathError};
 pub use jwk::JwkError;
 pub use keys::{HmacKey, KeySet, KeySetError};
 pub use mint::{mint_token, MintError, Signer};
+pub use secret::key_set;
 
 use serde_json::Value;
 

@@ -97,7 +97,7 @@ fn a_token_with_a_kid_never_matches_a_key_without_one() {
 #[test]
 fn algorithm_confusion_is_refused() {
     let rsa_public = public(RSA_1);
-    let keys = set(&[rsa_public.clone()]);
+    let keys = set(std::slice::from_ref(&rsa_public));
     let n = URL_SAFE_NO_PAD
         .decode(rsa_public["n"].as_str().unwrap())
         .unwrap();
