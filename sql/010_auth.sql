@@ -39,24 +39,35 @@ $$;
 
 -- Not SECURITY DEFINER: it reads the key only as the owner of its callers, api.login
 -- and api.signup. No one else may execute it, and no one else could read the key.
--- PL/pgSQL, to refuse clearly when migrate has not written a key yet.
+-- PL/pgSQL, to refuse clearly when there is no key: migrate has not run, or JWT_SECRET
+-- is a JWK / JWK Set without an `oct` key (SQL signs HS256 only). A key with a `kid`
+-- names it in the header, so the daemon and PostgREST try that key alone.
 create or replace function private.token_for(u private.users) returns text
 language plpgsql stable as $$
 declare
-  key bytea;
+  k private.jwt_keys;
+  payload json;
+  head_body text;
 begin
-  select k.secret into key from private.jwt_keys k where k.active;
-  if key is null then
-    raise exception 'no token signing key: run pgchat migrate' using errcode = '55000';
+  select * into k from private.jwt_keys where active;
+  if not found then
+    raise exception 'no key to sign tokens with: JWT_SECRET needs a plain secret or an oct JWK, then run pgchat migrate'
+      using errcode = '55000';
   end if;
-  return private.jwt_sign(
-    json_build_object(
+  payload := json_build_object(
       'sub',  u.id::text,
       'role', 'authenticated',
       'name', u.name,
       'iat',  extract(epoch from now())::bigint,
-      'exp',  extract(epoch from now() + interval '24 hours')::bigint),
-    key);
+      'exp',  extract(epoch from now() + interval '24 hours')::bigint);
+  if k.kid = '' then
+    return private.jwt_sign(payload, k.secret);
+  end if;
+  head_body := private.url_encode(convert_to(
+                 json_build_object('alg', 'HS256', 'typ', 'JWT', 'kid', k.kid)::text, 'utf8'))
+               || '.' || private.url_encode(convert_to(payload::text, 'utf8'));
+  return head_body || '.' ||
+         private.url_encode(hmac(convert_to(head_body, 'utf8'), k.secret, 'sha256'));
 end
 $$;
 

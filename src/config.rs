@@ -19,6 +19,10 @@ pub enum ConfigError {
     ShortSecret,
     #[error("JWT_SECRET_IS_BASE64 is set but JWT_SECRET is not valid base64")]
     BadBase64Secret,
+    #[error("JWT_SECRET names the file `{0}`, which cannot be read: {1}")]
+    UnreadableSecret(String, String),
+    #[error("JWT_SECRET: {0}")]
+    BadKeySet(#[from] crate::auth::KeySetError),
     #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
     BadDatabaseUrl(String),
     #[error("ADMIN_DATABASE_URL is not a valid PostgreSQL URL: {0}")]
@@ -200,7 +204,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.secret_bytes()?;
+        self.jwt_keys()?;
         self.database_url
             .parse::<tokio_postgres::Config>()
             .map_err(|e| ConfigError::BadDatabaseUrl(e.to_string()))?;
@@ -251,27 +255,16 @@ impl Config {
             .clamp(1, self.max_connections.max(1))
     }
 
-    /// The HMAC key, decoded when `JWT_SECRET_IS_BASE64` is set (URL-safe alphabet accepted).
-    pub fn secret_bytes(&self) -> Result<Vec<u8>, ConfigError> {
-        let secret = self.jwt_secret.as_deref().unwrap_or("");
-        if secret.is_empty() {
-            return Err(ConfigError::MissingSecret);
-        }
-        if secret.chars().count() < 32 {
-            return Err(ConfigError::ShortSecret);
-        }
-        if !self.jwt_secret_is_base64 {
-            return Ok(secret.as_bytes().to_vec());
-        }
-        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-        use base64::Engine;
-        let normalized: String = secret.chars().filter(|c| !c.is_whitespace()).collect();
-        let unpadded = normalized.trim_end_matches('=');
-        let padded = format!("{unpadded}{}", "=".repeat((4 - unpadded.len() % 4) % 4));
-        STANDARD
-            .decode(&padded)
-            .or_else(|_| URL_SAFE.decode(&padded))
-            .map_err(|_| ConfigError::BadBase64Secret)
+    /// The keys tokens are verified with (`auth::secret`: a plain secret, a JWK, a JWK
+    /// Set, or `@path` of a file holding one).
+    pub fn jwt_keys(&self) -> Result<crate::auth::KeySet, ConfigError> {
+        crate::auth::key_set(self.jwt_secret.as_deref(), self.jwt_secret_is_base64)
+    }
+
+    /// The key SQL signs tokens with (`api.login`, `api.signup`) and `pgchat token`
+    /// uses by default: the plain secret, or the first `oct` key that allows HS256.
+    pub fn hmac_signing_key(&self) -> Result<Option<crate::auth::HmacKey>, ConfigError> {
+        Ok(self.jwt_keys()?.hmac_signing_key())
     }
 
     pub fn admin_url(&self) -> &str {
@@ -412,6 +405,7 @@ mod tests {
             ("JWT_SECRET_IS_BASE64", "true"),
         ])
         .unwrap();
-        assert_eq!(c.secret_bytes().unwrap(), raw);
+        let key = c.hmac_signing_key().unwrap().unwrap();
+        assert_eq!((key.kid.as_str(), key.secret), ("", raw));
     }
 }

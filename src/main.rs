@@ -30,7 +30,7 @@ enum Command {
     },
     /// Apply the embedded SQL schema and store the signing key and NOTIFY channel.
     Migrate,
-    /// Print a JWT signed with the configured secret.
+    /// Print a JWT signed with the configured HMAC key, or with a private JWK.
     Token {
         /// The `sub` claim (user id).
         #[arg(long)]
@@ -43,6 +43,10 @@ enum Command {
         /// Optional `name` claim.
         #[arg(long)]
         name: Option<String>,
+        /// A private JWK to sign with instead of JWT_SECRET: `@path` of a file, or the
+        /// JSON itself. Its `kid` goes into the header.
+        #[arg(long, value_name = "@FILE")]
+        key: Option<String>,
     },
     /// Migrate, start pgchat serving frontend/, create two demo users and print their URLs.
     Demo,
@@ -97,6 +101,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             role,
             ttl,
             name,
+            key,
         } => {
             let ttl = parse_ttl(&ttl)?;
             let mut claims = serde_json::Map::new();
@@ -105,7 +110,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if let Some(name) = name {
                 claims.insert("name".into(), name.into());
             }
-            let token = pgchat::auth::mint_token(&config.secret_bytes()?, claims, ttl)?;
+            let token = signer(key.as_deref(), &config)?.sign(claims, ttl)?;
             println!("{token}");
             Ok(())
         }
@@ -122,10 +127,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => {
+            config.hmac_signing_key()?.context(
+                "JWT_SECRET holds no oct (HMAC) key, and the demo's users log in with \
+                 api.login, which signs tokens in SQL with one",
+            )?;
             pgchat::telemetry::init(&config.log_format);
             pgchat::demo::run(config).await
         }
     }
+}
+
+const NO_HMAC_KEY: &str = "JWT_SECRET holds no oct (HMAC) key to sign tokens with; \
+    add one to the JWK Set, or pass a private key with --key @private.jwk";
+
+/// `--key` (a private JWK, `@path` or inline), else the HMAC key of JWT_SECRET.
+fn signer(key: Option<&str>, config: &Config) -> anyhow::Result<pgchat::auth::Signer> {
+    let Some(key) = key else {
+        let hmac = config.hmac_signing_key()?.context(NO_HMAC_KEY)?;
+        return Ok(pgchat::auth::Signer::hmac(&hmac));
+    };
+    let json = match key.strip_prefix('@') {
+        Some(path) => std::fs::read(path).with_context(|| format!("cannot read --key {path}"))?,
+        None => key.as_bytes().to_vec(),
+    };
+    pgchat::auth::Signer::from_jwk(&json).context("--key")
 }
 
 fn database_settings(config: &Config) -> anyhow::Result<pgchat::migrate::DatabaseSettings> {

@@ -71,15 +71,21 @@ pub struct MigrateReport {
 #[derive(Clone)]
 pub struct DatabaseSettings {
     /// The HMAC key SQL signs tokens with: the bytes the daemon verifies with
-    /// (`JWT_SECRET`, base64-decoded when `JWT_SECRET_IS_BASE64` is set).
+    /// (`JWT_SECRET`, base64-decoded when `JWT_SECRET_IS_BASE64` is set), or the `k` of
+    /// the first `oct` key of a JWK / JWK Set. Empty when `JWT_SECRET` has no such key:
+    /// migrate then removes the stored key, and `api.login` and `api.signup` refuse.
     pub jwt_key: Vec<u8>,
+    /// That key's `kid` (empty for a plain secret), named in the tokens SQL signs.
+    pub jwt_kid: String,
     pub notify_channel: String,
 }
 
 impl DatabaseSettings {
     pub fn from_config(config: &Config) -> Result<DatabaseSettings, ConfigError> {
+        let key = config.hmac_signing_key()?;
         Ok(DatabaseSettings {
-            jwt_key: config.secret_bytes()?,
+            jwt_kid: key.as_ref().map(|k| k.kid.clone()).unwrap_or_default(),
+            jwt_key: key.map(|k| k.secret).unwrap_or_default(),
             notify_channel: config.notify_channel.clone(),
         })
     }

@@ -83,6 +83,7 @@ select string_agg(line, E'\n' order by line) from (
 fn settings(secret: &str) -> DatabaseSettings {
     DatabaseSettings {
         jwt_key: secret.as_bytes().to_vec(),
+        jwt_kid: String::new(),
         notify_channel: "pgchat".into(),
     }
 }

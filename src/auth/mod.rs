@@ -4,12 +4,17 @@
 //! claims JSON to hand SQL as `request.jwt.claims`, exactly as PostgREST would.
 
 mod claim_path;
+mod jwk;
+mod keys;
 mod mint;
+mod secret;
 
 pub use claim_path::{ClaimPath, ClaimPathError};
-pub use mint::{mint_token, MintError};
+pub use jwk::JwkError;
+pub use keys::{HmacKey, KeySet, KeySetError};
+pub use mint::{mint_token, MintError, Signer};
+pub use secret::key_set;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError};
@@ -51,8 +56,7 @@ pub struct Identity {
 }
 
 pub struct Verifier {
-    key: DecodingKey,
-    validation: Validation,
+    keys: KeySet,
     audience: Option<String>,
     role_path: ClaimPath,
     anon_role: Option<String>,
@@ -60,19 +64,11 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
-        let key = DecodingKey::from_secret(&config.secret_bytes()?);
-        // Signature and algorithm only; time claims and audience are checked below with
-        // PostgREST's leeway and its lenient handling of a missing/empty `aud`.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
+        let keys = config.jwt_keys()?;
         let role_path = ClaimPath::parse(&config.jwt_role_claim_key)
             .map_err(|_| ConfigError::BadRoleClaimKey(config.jwt_role_claim_key.clone()))?;
         Ok(Self {
-            key,
-            validation,
+            keys,
             audience: config.jwt_aud.clone(),
             role_path,
             anon_role: config.db_anon_role.clone(),
@@ -80,12 +76,9 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Value>(token.trim(), &self.key, &self.validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let mut claims = data.claims;
-        if !claims.is_object() {
-            return Err(AuthError::Invalid("claims are not an object".into()));
-        }
+        // Signature and algorithm (keys.rs); then the time claims and the audience with
+        // PostgREST's leeway and its lenient handling of a missing or empty `aud`.
+        let mut claims = self.keys.verify(token.trim())?;
         // Saturating: a time claim near i64's ends (or 1e300, clamped there) must not
         // wrap around into the past or the future.
         let exp = time_claim(&claims, "exp")?;
@@ -108,9 +101,9 @@ impl Verifier {
         }
         self.check_audience(&claims)?;
 
-        let role = match self.role_path.lookup(&claims) {
-            Some(Value::String(r)) => r.clone(),
-            _ => self.anon_role.clone().ok_or(AuthError::AnonDisabled)?,
+        let role = match self.role_path.role(&claims) {
+            Some(role) => role,
+            None => self.anon_role.clone().ok_or(AuthError::AnonDisabled)?,
         };
         claims["role"] = Value::String(role.clone());
         let user_id = match claims.get("sub") {
@@ -175,73 +168,4 @@ pub fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SECRET: &str = "0123456789abcdef0123456789abcdef";
-    const NOW: i64 = 1_800_000_000;
-
-    fn verifier() -> Verifier {
-        let config = Config::from_pairs([("JWT_SECRET", SECRET)]).unwrap();
-        Verifier::new(&config).unwrap()
-    }
-
-    /// Signs a payload written as JSON text, so numbers keep their exact spelling.
-    fn token(payload: &str) -> String {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use base64::Engine;
-        use jsonwebtoken::crypto::sign;
-        let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
-        let body = URL_SAFE_NO_PAD.encode(payload);
-        let message = format!("{head}.{body}");
-        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
-        let signature = sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
-        format!("{message}.{signature}")
-    }
-
-    fn verify(time_claims: &str) -> Result<Identity, AuthError> {
-        let payload = format!(r#"{{"sub":"1","role":"authenticated",{time_claims}}}"#);
-        verifier().verify(&token(&payload), NOW)
-    }
-
-    #[test]
-    fn far_future_exp_never_wraps_into_the_past() {
-        for exp in [
-            "9223372036854775807",
-            "9223372036854775778", // 2^63 - 30
-            "18446744073709551615",
-            "1e300",
-            "1.7976931348623157e308",
-        ] {
-            let id = verify(&format!(r#""exp":{exp}"#)).unwrap_or_else(|e| panic!("{exp}: {e}"));
-            assert!(id.exp >= Some(i64::MAX - 29), "{exp}: {:?}", id.exp);
-        }
-    }
-
-    #[test]
-    fn fractional_and_extreme_time_claims_keep_their_sense() {
-        // Fractions: rounded down, then the usual 30 s of leeway.
-        assert!(verify(&format!(r#""exp":{}.5"#, NOW - 30)).is_ok());
-        assert_eq!(
-            verify(&format!(r#""exp":{}.5"#, NOW - 31)),
-            Err(AuthError::Expired)
-        );
-        assert_eq!(verify(r#""exp":-1e300"#), Err(AuthError::Expired));
-        assert_eq!(
-            verify(r#""exp":-9223372036854775808"#),
-            Err(AuthError::Expired)
-        );
-        // nbf/iat far in the past are fine; far in the future are refused.
-        assert!(verify(r#""nbf":-1e300,"iat":-9223372036854775808"#).is_ok());
-        for claim in ["nbf", "iat"] {
-            for value in ["1e300", "9223372036854775807", "18446744073709551615"] {
-                let r = verify(&format!(r#""{claim}":{value}"#));
-                assert!(
-                    matches!(r, Err(AuthError::Invalid(_))),
-                    "{claim}={value}: {r:?}"
-                );
-            }
-        }
-        assert!(verify(&format!(r#""nbf":{}.9"#, NOW + 30)).is_ok());
-    }
-}
+mod tests;

@@ -15,20 +15,17 @@ pub(super) async fn write(
     client: &Client,
     settings: &DatabaseSettings,
 ) -> Result<bool, tokio_postgres::Error> {
-    // kid '' is the plain JWT_SECRET (no JWK). An unchanged key is not written, so
-    // `created_at` tells when it last changed.
-    let key = client
-        .execute(
-            "insert into private.jwt_keys as k (kid, alg, secret, active)
-             values ('', 'HS256', $1, true)
-             on conflict (kid) do update
-               set alg = excluded.alg, secret = excluded.secret, active = true,
-                   created_at = now()
-             where (k.alg, k.secret, k.active)
-                   is distinct from (excluded.alg, excluded.secret, excluded.active)",
-            &[&settings.jwt_key],
-        )
-        .await?;
+    client.batch_execute("begin").await?;
+    let key = match write_key(client, settings).await {
+        Ok(changed) => {
+            client.batch_execute("commit").await?;
+            changed
+        }
+        Err(e) => {
+            let _ = client.batch_execute("rollback").await;
+            return Err(e);
+        }
+    };
     let channel = client
         .execute(
             "insert into private.settings as s (notify_channel) values ($1)
@@ -37,7 +34,39 @@ pub(super) async fn write(
             &[&settings.notify_channel],
         )
         .await?;
-    Ok(key + channel > 0)
+    Ok(key || channel > 0)
+}
+
+/// The one key SQL signs with: `kid` '' for a plain `JWT_SECRET`, or the `oct` JWK's
+/// own. Any other stored key is removed, so a retired secret does not linger; with no
+/// key to store, none is left and login and signup refuse. An unchanged key is not
+/// written, so `created_at` tells when it last changed.
+async fn write_key(
+    client: &Client,
+    settings: &DatabaseSettings,
+) -> Result<bool, tokio_postgres::Error> {
+    if settings.jwt_key.is_empty() {
+        return Ok(client.execute("delete from private.jwt_keys", &[]).await? > 0);
+    }
+    let removed = client
+        .execute(
+            "delete from private.jwt_keys where kid <> $1",
+            &[&settings.jwt_kid],
+        )
+        .await?;
+    let written = client
+        .execute(
+            "insert into private.jwt_keys as k (kid, alg, secret, active)
+             values ($1, 'HS256', $2, true)
+             on conflict (kid) do update
+               set alg = excluded.alg, secret = excluded.secret, active = true,
+                   created_at = now()
+             where (k.alg, k.secret, k.active)
+                   is distinct from (excluded.alg, excluded.secret, excluded.active)",
+            &[&settings.jwt_kid, &settings.jwt_key],
+        )
+        .await?;
+    Ok(removed + written > 0)
 }
 
 /// Resets the legacy database settings that are still there. Sessions read database

@@ -91,6 +91,7 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
 pub fn settings() -> pgchat::migrate::DatabaseSettings {
     pgchat::migrate::DatabaseSettings {
         jwt_key: JWT_SECRET.as_bytes().to_vec(),
+        jwt_kid: String::new(),
         notify_channel: "pgchat".into(),
     }
 }
