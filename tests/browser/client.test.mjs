@@ -1,11 +1,8 @@
-// The chat client's connection logic without a browser or server: a scripted fake
+// The DOM-free client SDK in Node, without a browser or server: a scripted fake
 // WebSocket checks backoff, resume by `since`, and outbox re-send until ack.
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
-const { createChatClient, backoffDelay } = require('../../frontend/chat-client.js');
+import { createChatClient, backoffDelay } from '../../frontend/sdk/index.js';
 
 class FakeSocket {
   static all = [];

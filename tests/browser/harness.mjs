@@ -81,7 +81,7 @@ export class ChatEnv {
   }
 
   async start() {
-    if (!existsSync(join(REPO, 'frontend', 'node_modules', 'alpinejs', 'dist', 'cdn.min.js'))) {
+    if (!existsSync(join(REPO, 'frontend', 'node_modules', 'alpinejs', 'dist', 'module.esm.js'))) {
       throw new Error('frontend/node_modules is missing: run `npm ci` in frontend/');
     }
     mkdirSync(SCREENSHOTS, { recursive: true });
