@@ -27,9 +27,9 @@ export function chatComposer() {
         .filter(([id, t]) => t.until > now && !sameId(id, this.chatUser && this.chatUser.id))
         .map(([, t]) => t.name);
       if (names.length === 0) return '';
-      if (names.length === 1) return this.t('typing.one', { a: names[0] });
-      if (names.length === 2) return this.t('typing.two', { a: names[0], b: names[1] });
-      return this.t('typing.many', { a: names[0], b: names[1], n: names.length - 2 });
+      if (names.length === 1) return this.t('typing.single', { a: names[0] });
+      if (names.length === 2) return this.t('typing.pair', { a: names[0], b: names[1] });
+      return this.t('typing.several', { a: names[0], b: names[1], n: names.length - 2 });
     },
 
     sendChatMessage() {

@@ -140,6 +140,22 @@ describe('chat client', () => {
     assert.deepEqual(client.pendingMessages(), []);
   });
 
+  it('a refusal that a retry cannot cure fails the message; rate_limited is re-sent', (t) => {
+    const client = connectedClient(t);
+    const failed = [];
+    client.on('send_failed', (f) => failed.push(f));
+    const slow = client.sendMessage(1, 'too fast');
+    const doomed = client.sendMessage(1, 'not a member');
+    const [first, second] = latest().framesOf('message');
+    latest().reply({ type: 'error', ref: first.ref, code: 'rate_limited', message: 'slow down' });
+    latest().reply({ type: 'error', ref: second.ref, code: 'forbidden', message: 'not a member' });
+    assert.deepEqual(failed.map((f) => [f.clientId, f.code]), [[doomed, 'forbidden']]);
+    assert.deepEqual(client.pendingMessages().map((m) => m.clientId), [slow]);
+    t.mock.timers.tick(2000);
+    const resent = latest().framesOf('message').filter((f) => f.clientId === slow);
+    assert.equal(resent.length, 2, 'sent again after 2 s on the same connection');
+  });
+
   it('requests resolve with the reply carrying their ref, and reject on error', async (t) => {
     const client = connectedClient(t);
     const rooms = client.request({ type: 'rooms' });
