@@ -206,6 +206,13 @@ export function chatFeature(options = {}) {
 
     toggleChat() {
       this.showChat = !this.showChat;
+      // Closing with Escape from inside the overlay: focus goes back to the toggle
+      // instead of being lost with the hidden overlay.
+      const focused = globalThis.document && globalThis.document.activeElement;
+      if (!this.showChat && chatRoot && focused && chatRoot.contains(focused)) {
+        const toggle = chatRoot.querySelector('.chat-toggle-btn');
+        if (toggle) toggle.focus();
+      }
       if (this.showChat && this.currentRoomId != null) {
         this.markRead(this.currentRoomId);
         this.refreshCurrentMessages(true);

@@ -66,6 +66,14 @@ describe('accessibility', { timeout: 180_000 }, () => {
       seen.push(`${focus.tag}:${focus.label}`);
     }
     assert.ok(seen.length >= 6, seen.join(', '));
+    // Escape from inside the overlay closes it and puts focus back on the toggle.
+    await pe.getByLabel('Message', { exact: true }).focus();
+    await pe.keyboard.press('Escape');
+    await pe.locator('.chat-overlay').waitFor({ state: 'hidden' });
+    assert.equal(await pe.evaluate(() => document.activeElement.className), 'chat-toggle-btn');
+    await assertFocusVisible(pe, 'toggle after Escape');
+    await pe.keyboard.press('Enter');
+    await pe.locator('.chat-overlay').waitFor({ state: 'visible' });
     assert.ok(seen.some((s) => s.startsWith('TEXTAREA')) && seen.some((s) => s.startsWith('INPUT')), seen.join(', '));
   });
 
