@@ -12,7 +12,8 @@ pub use server::{error_frame, frame, frame_with_raw, message_frame, user_json};
 
 pub type RoomId = i64;
 
-/// Stable error codes sent in `error` frames.
+/// Stable error codes sent in `error` frames. The list is also checked in as JSON for
+/// the browser SDK (`frontend/sdk/error-codes.json`); a unit test fails if the two differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     Unauthenticated,
@@ -82,6 +83,9 @@ pub mod close {
     }
 }
 
+/// The error codes as the browser SDK loads them: one source for the daemon and the UI.
+pub const ERROR_CODES_JSON: &str = include_str!("../../frontend/sdk/error-codes.json");
+
 /// A refusal of one client frame: sent as `error {code, message, ref?}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
@@ -98,5 +102,31 @@ impl FrameError {
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidMessage, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SDK's list (`frontend/sdk/error-codes.json`) and this enum name the same codes
+    /// in the same order: a code added on one side only fails here.
+    #[test]
+    fn error_codes_match_the_sdk_list() {
+        let table: serde_json::Value = serde_json::from_str(ERROR_CODES_JSON).unwrap();
+        let listed: Vec<&str> = table["codes"]
+            .as_array()
+            .expect("a `codes` array")
+            .iter()
+            .map(|c| c["code"].as_str().expect("each entry has a `code`"))
+            .collect();
+        let ours: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(listed, ours);
+        for entry in table["codes"].as_array().unwrap() {
+            assert!(
+                entry["resend"].is_boolean(),
+                "{entry}: `resend` says whether a retry can help"
+            );
+        }
     }
 }

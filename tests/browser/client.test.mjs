@@ -1,11 +1,8 @@
-// The chat client's connection logic without a browser or server: a scripted fake
+// The DOM-free client SDK in Node, without a browser or server: a scripted fake
 // WebSocket checks backoff, resume by `since`, and outbox re-send until ack.
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
-const { createChatClient, backoffDelay } = require('../../frontend/chat-client.js');
+import { createChatClient, backoffDelay } from '../../frontend/sdk/index.js';
 
 class FakeSocket {
   static all = [];
@@ -141,6 +138,22 @@ describe('chat client', () => {
     // The echo of our own message settles it as well as an ack would.
     latest().reply({ type: 'message', roomId: 3, message: { id: 5, seq: 9, user_id: 7, client_id: sent[0].clientId } });
     assert.deepEqual(client.pendingMessages(), []);
+  });
+
+  it('a refusal that a retry cannot cure fails the message; rate_limited is re-sent', (t) => {
+    const client = connectedClient(t);
+    const failed = [];
+    client.on('send_failed', (f) => failed.push(f));
+    const slow = client.sendMessage(1, 'too fast');
+    const doomed = client.sendMessage(1, 'not a member');
+    const [first, second] = latest().framesOf('message');
+    latest().reply({ type: 'error', ref: first.ref, code: 'rate_limited', message: 'slow down' });
+    latest().reply({ type: 'error', ref: second.ref, code: 'forbidden', message: 'not a member' });
+    assert.deepEqual(failed.map((f) => [f.clientId, f.code]), [[doomed, 'forbidden']]);
+    assert.deepEqual(client.pendingMessages().map((m) => m.clientId), [slow]);
+    t.mock.timers.tick(2000);
+    const resent = latest().framesOf('message').filter((f) => f.clientId === slow);
+    assert.equal(resent.length, 2, 'sent again after 2 s on the same connection');
   });
 
   it('requests resolve with the reply carrying their ref, and reject on error', async (t) => {

@@ -81,7 +81,7 @@ export class ChatEnv {
   }
 
   async start() {
-    if (!existsSync(join(REPO, 'frontend', 'node_modules', 'alpinejs', 'dist', 'cdn.min.js'))) {
+    if (!existsSync(join(REPO, 'frontend', 'node_modules', 'alpinejs', 'dist', 'module.esm.js'))) {
       throw new Error('frontend/node_modules is missing: run `npm ci` in frontend/');
     }
     mkdirSync(SCREENSHOTS, { recursive: true });
@@ -163,14 +163,21 @@ export class ChatEnv {
       commit;`).slice(1);
   }
 
-  /** A fresh browser context signed in as `user` (token in the URL fragment). */
-  async openAs(user, { width = 1280, height = 800 } = {}) {
-    const context = await this.browser.newContext({ viewport: { width, height } });
+  /** A fresh browser context signed in as `user` (token in the URL fragment).
+   *  `locale` is the browser's language (navigator.language), `path` the page. */
+  async openAs(user, { width = 1280, height = 800, locale = 'en-US', path = '' } = {}) {
+    const page = await this.newPage(user.name, { width, height, locale });
+    await page.goto(this.url + path + '#token=' + encodeURIComponent(user.token));
+    await page.locator('.conn-state.conn-connected').waitFor({ state: 'attached' });
+    return page;
+  }
+
+  /** A fresh browser context and page; page errors are recorded under `who`. */
+  async newPage(who, { width = 1280, height = 800, locale = 'en-US' } = {}) {
+    const context = await this.browser.newContext({ viewport: { width, height }, locale });
     context.setDefaultTimeout(15_000);
     const page = await context.newPage();
-    page.on('pageerror', (e) => this.pageErrors.push(`${user.name}: ${e.message}`));
-    await page.goto(this.url + '#token=' + encodeURIComponent(user.token));
-    await page.locator('.conn-state.conn-connected').waitFor({ state: 'attached' });
+    page.on('pageerror', (e) => this.pageErrors.push(`${who}: ${e.message}`));
     return page;
   }
 
