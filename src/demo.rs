@@ -11,9 +11,11 @@ const DEMO_USERS: [(&str, &str); 2] = [("alice@example.com", "Alice"), ("bob@exa
 const DEMO_PASSWORD: &str = "demo-password";
 
 /// The demo works with no configuration on a machine with a local PostgreSQL: fill in
-/// what is missing before the configuration is read.
+/// what is missing before the configuration is read. It listens on loopback only: its
+/// secret is published, so anyone who could reach it could mint tokens.
 pub fn default_environment() {
     let defaults = [
+        ("WS_HOST", "127.0.0.1"),
         ("JWT_SECRET", "pgchat-demo-secret-not-for-production-0123"),
         (
             "ADMIN_DATABASE_URL",
