@@ -84,6 +84,10 @@ impl Listener {
             }
             first = false;
             metrics::counter!("pgchat_listener_reconnects_total").increment(1);
+            tracing::warn!(
+                retry_in_ms = backoff.as_millis() as u64,
+                "re-making the LISTEN connection"
+            );
             // Jitter keeps several daemons from reconnecting in lockstep after a restart.
             let jitter = Duration::from_millis(rand::random::<u64>() % 100);
             tokio::select! {
@@ -146,7 +150,11 @@ impl Listener {
             let mut burst = Burst::default();
             tokio::select! {
                 n = rx.recv() => match n {
-                    Some(payload) => self.take(&mut burst, &payload),
+                    Some(payload) => {
+                        // Doorbells still waiting behind this one: the relay's backlog.
+                        metrics::gauge!("pgchat_listener_backlog").set(rx.len() as f64);
+                        self.take(&mut burst, &payload)
+                    }
                     None => break,
                 },
                 _ = self.state.woken.notified() => {}
