@@ -52,7 +52,8 @@ where
     }
 
     /// Refuses an `auth` (or upgrade token), counted by error code and logged with the
-    /// user (when the token was genuine) and the reason, never the token.
+    /// reason, never the token, and the user: the token's when it was genuine, else the
+    /// socket's when it authenticated before (a failed refresh).
     async fn refuse(
         &mut self,
         r: Option<&Value>,
@@ -60,6 +61,7 @@ where
         user: Option<i64>,
     ) -> Result<(), Closed> {
         metrics::counter!("pgchat_auth_failures_total", "code" => err.code.as_str()).increment(1);
+        let user = user.or_else(|| self.identity.as_ref().and_then(|i| i.user_id));
         tracing::info!(user, code = err.code.as_str(), reason = %err.message, "authentication refused");
         self.send_error(r, err).await
     }
