@@ -150,11 +150,7 @@ impl Listener {
             let mut burst = Burst::default();
             tokio::select! {
                 n = rx.recv() => match n {
-                    Some(payload) => {
-                        // Doorbells still waiting behind this one: the relay's backlog.
-                        metrics::gauge!("pgchat_listener_backlog").set(rx.len() as f64);
-                        self.take(&mut burst, &payload)
-                    }
+                    Some(payload) => self.take(&mut burst, &payload),
                     None => break,
                 },
                 _ = self.state.woken.notified() => {}
@@ -178,6 +174,8 @@ impl Listener {
             }
             if !burst.is_empty() {
                 self.relay.ring(burst).await;
+                // Doorbells that rang while the relay read: its backlog.
+                metrics::gauge!("pgchat_listener_backlog").set(rx.len() as f64);
             }
             deadline = None;
             let flush = match self.hub.flush_due() {

@@ -91,7 +91,7 @@ const GAUGES: [(&str, &str); 8] = [
     ),
     (
         "pgchat_listener_backlog",
-        "Doorbells waiting for the relay when the last one arrived",
+        "Doorbells that rang while the relay read the last burst (its backlog)",
     ),
 ];
 

@@ -263,3 +263,64 @@ async fn every_metric_the_dashboard_names_exists() {
         );
     }
 }
+
+/// The value of the one series called exactly `series` (labels included) in `body`.
+fn value_of(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from:\n{body}"))
+}
+
+/// The scrape-time gauges follow a socket into a room, and a message written through
+/// PostgREST's path is measured from its write to its relay.
+#[tokio::test]
+async fn presence_gauges_and_listener_lag_follow_the_traffic() {
+    let db = common::TestDb::new().await;
+    let server = ChildServer::start(&db, &[]).await;
+    let (alice, token) = db.signup("ops-gauges@example.com", "Alice").await;
+    let mut c = common::server::Client::connect(&server.url()).await;
+    let me = c
+        .request(serde_json::json!({"type": "auth", "token": token}))
+        .await;
+    assert_eq!(me["user"]["id"], alice, "{me}");
+    let pg = db.postgrest().await;
+    let room = pg.create_room(alice, "Gauges").await;
+    let joined = c
+        .request(serde_json::json!({"type": "join", "roomId": room}))
+        .await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+
+    let (_, body) = server.get("/metrics").await;
+    assert_eq!(value_of(&body, "pgchat_presence_users"), 1.0);
+    assert_eq!(value_of(&body, "pgchat_presence_room_users"), 1.0);
+    assert_eq!(value_of(&body, "pgchat_rooms"), 1.0);
+    assert_eq!(value_of(&body, "pgchat_connections"), 1.0);
+    assert_eq!(value_of(&body, "pgchat_listener_lag_seconds_count"), 0.0);
+
+    pg.send(alice, room, "measured").await;
+    let relayed = c.recv_type("message").await;
+    assert_eq!(relayed["message"]["message"], "measured", "{relayed}");
+    let (_, body) = server.get("/metrics").await;
+    assert_eq!(value_of(&body, "pgchat_listener_lag_seconds_count"), 1.0);
+    // Same host, same clock: written and relayed well within a few seconds.
+    let lag = value_of(&body, "pgchat_listener_lag_seconds_sum");
+    assert!((0.0..5.0).contains(&lag), "lag {lag}");
+    assert_eq!(
+        value_of(&body, "pgchat_listener_lag_seconds_bucket{le=\"60\"}"),
+        1.0
+    );
+    assert_eq!(value_of(&body, "pgchat_messages_out_total"), 1.0);
+
+    // Gone from the room: nobody is present here any more.
+    drop(c);
+    let mut present = f64::NAN;
+    for _ in 0..100 {
+        let (_, body) = server.get("/metrics").await;
+        present = value_of(&body, "pgchat_presence_users");
+        if present == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(present, 0.0);
+}
