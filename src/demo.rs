@@ -8,12 +8,19 @@ use crate::config::Config;
 use crate::migrate::{migrate, DatabaseSettings};
 
 const DEMO_USERS: [(&str, &str); 2] = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")];
+/// The demo users' password unless `DEMO_PASSWORD` sets another.
 const DEMO_PASSWORD: &str = "demo-password";
 
+fn demo_password() -> String {
+    std::env::var("DEMO_PASSWORD").unwrap_or_else(|_| DEMO_PASSWORD.to_string())
+}
+
 /// The demo works with no configuration on a machine with a local PostgreSQL: fill in
-/// what is missing before the configuration is read.
+/// what is missing before the configuration is read. It listens on loopback only: its
+/// secret is published, so anyone who could reach it could mint tokens.
 pub fn default_environment() {
     let defaults = [
+        ("WS_HOST", "127.0.0.1"),
         ("JWT_SECRET", "pgchat-demo-secret-not-for-production-0123"),
         (
             "ADMIN_DATABASE_URL",
@@ -65,6 +72,7 @@ async fn demo_tokens(url: &str) -> anyhow::Result<Vec<String>> {
         .await
         .context("connecting as authenticator")?;
     tokio::spawn(conn);
+    let password = demo_password();
     let mut tokens = Vec::new();
     for (email, name) in DEMO_USERS {
         client
@@ -73,7 +81,7 @@ async fn demo_tokens(url: &str) -> anyhow::Result<Vec<String>> {
         let signed_up = client
             .query_one(
                 "select (api.signup(email := $1, password := $2, name := $3))->>'token'",
-                &[&email, &DEMO_PASSWORD, &name],
+                &[&email, &password, &name],
             )
             .await;
         let token: String = match signed_up {
@@ -88,7 +96,7 @@ async fn demo_tokens(url: &str) -> anyhow::Result<Vec<String>> {
                 let row = client
                     .query_one(
                         "select (api.login(email := $1, password := $2))->>'token'",
-                        &[&email, &DEMO_PASSWORD],
+                        &[&email, &password],
                     )
                     .await
                     .with_context(|| format!("logging in demo user {email}"))?;

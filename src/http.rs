@@ -52,6 +52,7 @@ pub async fn handle(
             }
         }
         (&Method::GET, "/metrics") => {
+            crate::gauges::refresh(&state);
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -24,6 +24,7 @@
 //! - [`presence`]  who is online and typing, shared across daemons through PostgreSQL
 //! - [`http`]      the upgrade, /healthz, /readyz, /metrics and static files
 //! - [`metrics`]   counters and gauges, exposed in Prometheus format
+//! - [`gauges`]    gauges read from the daemon's state at each scrape
 //! - [`server`]    wiring: accept loop, background tasks, graceful shutdown
 //! - [`demo`]      `pgchat demo`: migrate, seed two users, serve the frontend
 //! - [`telemetry`] tracing setup
@@ -36,6 +37,7 @@ pub mod db;
 pub mod demo;
 pub mod frame_reader;
 pub mod frame_writer;
+pub mod gauges;
 pub mod http;
 pub mod hub;
 pub mod listener;

@@ -84,6 +84,10 @@ impl Listener {
             }
             first = false;
             metrics::counter!("pgchat_listener_reconnects_total").increment(1);
+            tracing::warn!(
+                retry_in_ms = backoff.as_millis() as u64,
+                "re-making the LISTEN connection"
+            );
             // Jitter keeps several daemons from reconnecting in lockstep after a restart.
             let jitter = Duration::from_millis(rand::random::<u64>() % 100);
             tokio::select! {
@@ -170,6 +174,8 @@ impl Listener {
             }
             if !burst.is_empty() {
                 self.relay.ring(burst).await;
+                // Doorbells that rang while the relay read: its backlog.
+                metrics::gauge!("pgchat_listener_backlog").set(rx.len() as f64);
             }
             deadline = None;
             let flush = match self.hub.flush_due() {

@@ -197,6 +197,7 @@ async fn serve_http(
 ) {
     let upgrade_deadline = tokio::time::sleep(state.config.upgrade_timeout());
     let header_timeout = state.config.header_timeout();
+    let shutdown = state.shutdown.clone();
     let slot = Arc::new(Mutex::new(Some(ticket)));
     let service = hyper::service::service_fn(move |req| {
         crate::http::handle(req, state.clone(), peer, slot.clone())
@@ -206,8 +207,9 @@ async fn serve_http(
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
+    tokio::pin!(conn);
     tokio::select! {
-        r = conn => match r {
+        r = conn.as_mut() => match r {
             Ok(()) => {}
             Err(e) if e.is_timeout() => {
                 metrics::counter!("pgchat_preupgrade_timeouts_total").increment(1);
@@ -220,6 +222,13 @@ async fn serve_http(
             tracing::debug!(%peer, "no websocket upgrade in time");
         }
         _ = evicted.cancelled() => tracing::debug!(%peer, "evicted before upgrading"),
+        // A browser keeps its page's connection open, idle, for minutes: on shutdown it
+        // is closed now (a request in flight is answered first), or shutdown would wait
+        // for it.
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

@@ -20,7 +20,7 @@ where
             Ok(id) => id,
             Err(e) => {
                 return self
-                    .refuse(r, FrameError::new(code_of(&e), e.to_string()))
+                    .refuse(r, FrameError::new(code_of(&e), e.to_string()), None)
                     .await
             }
         };
@@ -30,11 +30,11 @@ where
                     ErrorCode::InvalidToken,
                     "a refreshed token must be for the same user and role",
                 );
-                return self.refuse(r, err).await;
+                return self.refuse(r, err, identity.user_id).await;
             }
         }
         if let Err(e) = self.app.check_role(&identity).await {
-            return self.refuse(r, e).await;
+            return self.refuse(r, e, identity.user_id).await;
         }
         if self.identity.is_none() {
             if let Some(user) = identity.user_id {
@@ -51,9 +51,18 @@ where
             .await
     }
 
-    /// Refuses an `auth` (or upgrade token), counted by error code.
-    async fn refuse(&mut self, r: Option<&Value>, err: FrameError) -> Result<(), Closed> {
+    /// Refuses an `auth` (or upgrade token), counted by error code and logged with the
+    /// reason, never the token, and the user: the token's when it was genuine, else the
+    /// socket's when it authenticated before (a failed refresh).
+    async fn refuse(
+        &mut self,
+        r: Option<&Value>,
+        err: FrameError,
+        user: Option<i64>,
+    ) -> Result<(), Closed> {
         metrics::counter!("pgchat_auth_failures_total", "code" => err.code.as_str()).increment(1);
+        let user = user.or_else(|| self.identity.as_ref().and_then(|i| i.user_id));
+        tracing::info!(user, code = err.code.as_str(), reason = %err.message, "authentication refused");
         self.send_error(r, err).await
     }
 }

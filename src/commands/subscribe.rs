@@ -110,6 +110,11 @@ where
         since: Option<i64>,
     ) -> Result<Reply, Closed> {
         let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
+            tracing::info!(
+                room = room_id,
+                reason = "no user id in the token",
+                "join refused"
+            );
             return Ok(Err(not_member()));
         };
         let hub = self.app.hub.clone();
@@ -165,6 +170,8 @@ where
     }
 
     fn abort_join(&mut self, room_id: RoomId, e: FrameError) -> Result<Reply, Closed> {
+        let user = self.identity.as_ref().and_then(|i| i.user_id);
+        tracing::info!(user, room = room_id, code = e.code.as_str(), reason = %e.message, "join refused");
         self.app.hub.unsubscribe(room_id, self.handle.conn_id);
         self.rooms.remove(&room_id);
         Ok(Err(e))

@@ -166,6 +166,7 @@ impl Relay {
                 ("message", Some(seq), _) => {
                     if seq_cursor.is_none_or(|c| seq > c) {
                         metrics::counter!("pgchat_messages_out_total").increment(1);
+                        crate::metrics::record_listener_lag(body);
                         self.hub.deliver(
                             room,
                             Event {

@@ -3,6 +3,7 @@
 //! SQL exactly in PostgREST's transaction context.
 #![allow(dead_code)]
 
+pub mod captured;
 pub mod child;
 pub mod postgrest;
 pub mod private_cluster;
