@@ -232,15 +232,22 @@ async fn a_join_subscribes_the_connection_and_the_hub_queues_its_events() {
         .map(|u| u["id"].as_i64().unwrap())
         .collect();
     assert_eq!(online, [alice]);
-    // Bob's arrival on this daemon is announced to Alice's connection through the hub.
+    // Bob on two connections; leaving the room on one stops the other at once, through
+    // the hub (no relay runs here).
+    let mut b2 = authed(&app, bob).await;
     ask(&app, &mut b, json!({"type": "join", "roomId": room})).await;
-    let events = queued(&a).await;
+    ask(&app, &mut b2, json!({"type": "join", "roomId": room})).await;
+    let left = ask(&app, &mut b2, json!({"type": "leave_room", "roomId": room})).await;
+    assert_eq!(left["type"], "room_left", "{left}");
+    let events = queued(&b).await;
     assert!(
         events
             .iter()
-            .any(|e| e["type"] == "user_joined" && e["user"]["id"] == bob),
+            .any(|e| e["type"] == "room_left" && e["roomId"] == room),
         "{events:?}"
     );
+    ask(&app, &mut b, json!({"type": "join_room", "roomId": room})).await;
+    ask(&app, &mut b, json!({"type": "join", "roomId": room})).await;
     // Typing needs a join first; the throttle lets the first start through.
     let typing = send(
         &app,
