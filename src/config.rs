@@ -37,6 +37,8 @@ pub enum ConfigError {
     BadTrustedProxies(#[from] crate::admission::BadProxy),
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("TYPING_TTL_MS must be 1 to 5000: a typing row lives 5 s in the database")]
+    BadTypingTtl,
     #[error("invalid configuration: {0}")]
     Env(String),
 }
@@ -117,6 +119,10 @@ pub struct Config {
     pub notify_channel: String,
     #[serde(default = "defaults::log_format")]
     pub log_format: String,
+    /// How long a typing indicator shows without a refresh, in milliseconds; at most the
+    /// 5 s a typing row lives in the database. Shorter is for tests.
+    #[serde(default = "defaults::typing_ttl_ms")]
+    pub typing_ttl_ms: u64,
     /// Directory served over HTTP (the demo frontend). Unset: no static files.
     #[serde(default)]
     pub static_dir: Option<PathBuf>,
@@ -182,6 +188,9 @@ mod defaults {
     pub fn log_format() -> String {
         "text".into()
     }
+    pub fn typing_ttl_ms() -> u64 {
+        5000
+    }
 }
 
 impl Config {
@@ -228,6 +237,9 @@ impl Config {
             return Err(ConfigError::BadChannel);
         }
         self.trusted_proxies()?;
+        if !(1..=5000).contains(&self.typing_ttl_ms) {
+            return Err(ConfigError::BadTypingTtl);
+        }
         for (name, value) in [
             ("HEADER_TIMEOUT_SECS", self.header_timeout_secs),
             ("UPGRADE_TIMEOUT_SECS", self.upgrade_timeout_secs),
@@ -302,6 +314,9 @@ impl Config {
     }
     pub fn upgrade_timeout(&self) -> Duration {
         Duration::from_secs(self.upgrade_timeout_secs)
+    }
+    pub fn typing_ttl(&self) -> Duration {
+        Duration::from_millis(self.typing_ttl_ms)
     }
 }
 

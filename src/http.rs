@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::admission::Ticket;
-use crate::listener_probe;
-use crate::server::AppState;
+use crate::app::App;
+use crate::bus::pg_probe;
 
 type Body = Full<Bytes>;
 /// The connection's admission ticket, handed from the HTTP connection to the session.
@@ -36,7 +35,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 pub async fn handle(
     req: Request<Incoming>,
-    state: Arc<AppState>,
+    state: Arc<App>,
     peer: std::net::SocketAddr,
     slot: Slot,
 ) -> Result<Response<Body>, Infallible> {
@@ -75,15 +74,15 @@ const READY_PING_DEADLINE: Duration = Duration::from_millis(800);
 /// The LISTEN connection must have answered more recently than this: a probe is due
 /// every interval and may take up to its deadline.
 const READY_LISTEN_AGE: Duration = Duration::from_secs(
-    listener_probe::PROBE_INTERVAL.as_secs() + listener_probe::PROBE_DEADLINE.as_secs() + 1,
+    pg_probe::PROBE_INTERVAL.as_secs() + pg_probe::PROBE_DEADLINE.as_secs() + 1,
 );
 
 /// Ready when LISTEN is established and answered recently, and a pooled connection
 /// answers within [`READY_PING_DEADLINE`]. Never waits longer than that: when unsure, not
 /// ready (a hung database must not hang the orchestrator's probe too).
-async fn ready(state: &AppState) -> bool {
-    let listener = &state.listener;
-    if !listener.listening.load(Ordering::Acquire) || !listener.alive.within(READY_LISTEN_AGE) {
+async fn ready(state: &App) -> bool {
+    let bus = &state.bus;
+    if !bus.is_connected() || !bus.alive.within(READY_LISTEN_AGE) {
         return false;
     }
     let deadline = tokio::time::Instant::now() + READY_PING_DEADLINE;
@@ -160,7 +159,7 @@ fn spawn_session<S>(
     io: S,
     fd: Option<std::os::fd::RawFd>,
     early_bytes: Vec<u8>,
-    state: Arc<AppState>,
+    state: Arc<App>,
     token: Option<String>,
     ticket: Option<Ticket>,
 ) where
@@ -172,7 +171,7 @@ fn spawn_session<S>(
 
 fn upgrade(
     mut req: Request<Incoming>,
-    state: Arc<AppState>,
+    state: Arc<App>,
     peer: std::net::SocketAddr,
     slot: Slot,
 ) -> Response<Body> {
@@ -258,7 +257,7 @@ fn upgrade(
 /// connection of the proxy may carry many, so plain requests are not re-attributed).
 fn forwarded_for(
     req: &Request<Incoming>,
-    state: &AppState,
+    state: &App,
     peer: std::net::SocketAddr,
     ticket: &mut Ticket,
 ) -> Result<(), crate::admission::Refusal> {

@@ -2,8 +2,12 @@
 //!
 //! # Layout
 //! The data path reads straight through the modules:
-//! socket → [`session`] → [`db`] (insert as the user) → NOTIFY doorbell → [`listener`]
-//! → [`relay`] (reads what changed from the tables) → [`hub`] → sockets.
+//! socket → [`session`] (the WebSocket transport) → [`chat`] (the request, as the user
+//! through [`db`]) → NOTIFY doorbell → [`bus`] (PostgreSQL LISTEN) → [`relay`] (reads
+//! what changed from the tables) → [`hub`] → sockets.
+//!
+//! Shared state is [`app`]; the chat core knows no transport, and the relay knows no
+//! bus. Nothing below [`server`] imports it, and the core imports no transport.
 //!
 //! - [`config`]    one struct from the environment, validated at start
 //! - [`admission`] connection slots: the unauthenticated pool, per-address caps, proxies
@@ -11,15 +15,17 @@
 //! - [`db`]        the pool and the "run as this user" transaction
 //! - [`migrate`]   the embedded `sql/` files, applied in order, idempotently
 //! - [`protocol`]  client and server frames: parsing, validation, serialisation
-//! - [`session`]   one connection: the event loop, deadlines, batched writes
-//! - `commands`    what each client frame does, as the user
+//! - [`app`]       the shared state every connection and task reads
+//! - [`chat`]      the chat core: what each request does, for any transport
+//! - [`session`]   the WebSocket transport: the event loop, deadlines, batched writes
 //! - [`hub`]       room → subscribers, fan-out over bounded queues
 //! - [`outbound`]  one socket's bounded queue of frames, and direct writes into idle sockets
 //! - [`frame_reader`] client frames off the socket, with no buffer kept while idle
 //! - [`frame_writer`] frames to the socket in one `writev`, without a retained buffer
-//! - [`listener`]  the dedicated LISTEN connection: doorbells in bursts, reconnect, resync
-//! - [`relay`]     doorbells → reads of the tables → hub events (the room change stream,
-//!   memberships, presence, typing)
+//! - [`bus`]       what rings the relay: PostgreSQL LISTEN (reconnecting, probed), or an
+//!   in-memory bus; doorbells, and lost/regained signals
+//! - [`relay`]     doorbells in bursts → reads of the tables → hub events (the room change
+//!   stream, memberships, presence, typing); catch-up after the bus was lost
 //! - [`typing_throttle`] how often one user's typing in a room is written
 //! - [`presence`]  who is online and typing, shared across daemons through PostgreSQL
 //! - [`http`]      the upgrade, /healthz, /readyz, /metrics and static files
@@ -30,8 +36,10 @@
 //! - [`telemetry`] tracing setup
 
 pub mod admission;
+pub mod app;
 pub mod auth;
-mod commands;
+pub mod bus;
+pub mod chat;
 pub mod config;
 pub mod db;
 pub mod demo;
@@ -40,8 +48,6 @@ pub mod frame_writer;
 pub mod gauges;
 pub mod http;
 pub mod hub;
-pub mod listener;
-pub mod listener_probe;
 pub mod metrics;
 pub mod migrate;
 pub mod outbound;

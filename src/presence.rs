@@ -17,8 +17,10 @@ use crate::db::{Db, DbError, RawJson};
 use crate::hub::{Name, UserId};
 use crate::protocol::RoomId;
 
-/// A typing indicator not refreshed within this time ends by itself.
-pub const TYPING_TTL: Duration = Duration::from_secs(5);
+/// How long a typing row lives in the database after each write (`api.set_typing`
+/// writes `expires_at` as now() + 5 s). A daemon's indicator ends at the row's expiry,
+/// or earlier when `TYPING_TTL_MS` is shorter.
+pub const TYPING_ROW_TTL: Duration = Duration::from_secs(5);
 /// How often a daemon proves it is alive; peers silent for 3× this are swept.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 
@@ -204,13 +206,34 @@ fn random_uuid() -> String {
 type TypingEntry = (Instant, Option<String>);
 
 /// Who is typing where, so indicators end by themselves when refreshes stop.
-#[derive(Default)]
 pub struct TypingTracker {
     // std Mutex: only short map updates under it.
     active: Mutex<HashMap<(RoomId, UserId), TypingEntry>>,
+    /// How long an indicator shows after its last write (`TYPING_TTL_MS`).
+    ttl: Duration,
+}
+
+impl Default for TypingTracker {
+    fn default() -> Self {
+        Self::new(TYPING_ROW_TTL)
+    }
 }
 
 impl TypingTracker {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            active: Mutex::default(),
+            ttl: ttl.min(TYPING_ROW_TTL),
+        }
+    }
+
+    /// The time an indicator still shows, given the time its row has left: the row was
+    /// written `TYPING_ROW_TTL` before it expires, so with a shorter TTL the indicator
+    /// ends that much earlier. The same row read twice gives the same deadline.
+    fn shown_for(&self, row_left: Duration) -> Duration {
+        row_left.saturating_sub(TYPING_ROW_TTL - self.ttl)
+    }
+
     /// Records a typing change seen on the channel. Returns false for a redundant stop.
     pub fn update(
         &self,
@@ -222,7 +245,7 @@ impl TypingTracker {
     ) -> bool {
         let mut active = self.active.lock().unwrap();
         if is_typing {
-            active.insert((room, user), (now + TYPING_TTL, name));
+            active.insert((room, user), (now + self.ttl, name));
             true
         } else {
             active.remove(&(room, user)).is_some()
@@ -240,18 +263,23 @@ impl TypingTracker {
     ) -> Vec<(UserId, Option<String>, bool)> {
         let mut active = self.active.lock().unwrap();
         let mut changes = Vec::new();
-        for (user, name, left) in rows {
+        // A row whose indicator already ran out here counts as no row.
+        let shown = |left: &Duration| !self.shown_for(*left).is_zero();
+        for (user, name, left) in rows.iter().filter(|(_, _, left)| shown(left)) {
+            let until = now + self.shown_for(*left);
             match active.get_mut(&(room, *user)) {
-                Some(entry) => entry.0 = now + *left,
+                Some(entry) => entry.0 = until,
                 None => {
-                    active.insert((room, *user), (now + *left, name.clone()));
+                    active.insert((room, *user), (until, name.clone()));
                     changes.push((*user, name.clone(), true));
                 }
             }
         }
         let gone: Vec<UserId> = active
             .keys()
-            .filter(|(r, u)| *r == room && !rows.iter().any(|(user, _, _)| user == u))
+            .filter(|(r, u)| {
+                *r == room && !rows.iter().any(|(user, _, left)| user == u && shown(left))
+            })
             .map(|(_, u)| *u)
             .collect();
         for user in gone {
@@ -307,6 +335,29 @@ mod tests {
             !t.update(1, 2, None, false, start),
             "stop after expiry is redundant"
         );
+    }
+
+    #[test]
+    fn a_shorter_ttl_ends_indicators_early_and_rereads_do_not_extend_them() {
+        let t = TypingTracker::new(Duration::from_millis(300));
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        // Written 100 ms ago: the row has 4.9 s left, the indicator 200 ms.
+        let started = t.apply_room(1, &[(2, Some("A".into()), ms(4900))], start);
+        assert_eq!(started, vec![(2, Some("A".into()), true)]);
+        // Read again 100 ms later (another user's doorbell): still 100 ms, not 300.
+        assert!(t
+            .apply_room(1, &[(2, None, ms(4800))], start + ms(100))
+            .is_empty());
+        assert!(t.expire(start + ms(150)).is_empty());
+        assert_eq!(t.expire(start + ms(200)), vec![(1, 2, Some("A".into()))]);
+        // A row whose indicator ran out here starts nothing.
+        assert!(t.apply_room(1, &[(2, None, ms(4600))], start).is_empty());
+        // The default TTL follows the row.
+        let d = TypingTracker::default();
+        d.apply_room(1, &[(2, None, ms(4900))], start);
+        assert!(d.expire(start + ms(4800)).is_empty());
+        assert_eq!(d.expire(start + ms(4900)).len(), 1);
     }
 
     #[test]

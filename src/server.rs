@@ -1,98 +1,33 @@
-//! Wiring: shared state, the accept loop, background tasks and graceful shutdown.
+//! Wiring: the accept loop, the bus and the relay, background tasks and graceful
+//! shutdown.
 //!
 //! `run(listener, config, shutdown)` takes the shutdown future as an argument so tests
-//! start the real server on port 0 and stop it at will.
+//! start the real server on port 0 and stop it at will; [`run_with_bus`] lets them pick
+//! the bus too.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::admission::{Admission, Ticket};
-use crate::auth::{Identity, Verifier};
-use crate::config::{Config, ConfigError};
-use crate::db::{Db, DbError};
-use crate::hub::Hub;
-use crate::listener::{Listener, ListenerState};
-use crate::presence::{Presence, TypingTracker, HEARTBEAT_EVERY};
-use crate::protocol::{ErrorCode, FrameError};
+use crate::admission::Ticket;
+use crate::app::{App, AppError};
+use crate::bus::pg::PgBus;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::presence::HEARTBEAT_EVERY;
+use crate::relay::Relay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Db(#[from] DbError),
+    App(#[from] AppError),
     #[error("accept failed: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Everything a connection needs, shared.
-pub struct AppState {
-    pub config: Config,
-    pub verifier: Verifier,
-    pub db: Db,
-    pub hub: Arc<Hub>,
-    pub presence: Arc<Presence>,
-    pub typing: Arc<TypingTracker>,
-    pub typing_throttle: Arc<crate::typing_throttle::TypingThrottle>,
-    /// Per-user quota for chat writes and queries; `None` when RATE_LIMIT_PER_SEC=0.
-    pub limiter: Option<DefaultKeyedRateLimiter<String>>,
-    pub listener: Arc<ListenerState>,
-    /// Cancelled on shutdown (background tasks).
-    pub shutdown: CancellationToken,
-    /// Becomes true on shutdown. Sessions watch this rather than a child token each: a
-    /// `watch` receiver is a shared pointer and its check is lock-free.
-    pub closing: tokio::sync::watch::Sender<bool>,
-    pub tasks: TaskTracker,
-    /// Bounds open connections (a slot for a connection's whole life), those not
-    /// authenticated yet, and those per client address.
-    pub admission: Arc<Admission>,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    next_conn: AtomicU64,
-    /// Roles already proven settable for `authenticator`, so auth needs no round trip.
-    known_roles: Mutex<HashSet<String>>,
-}
-
-impl AppState {
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Refuses a token whose role `authenticator` cannot switch to (missing or not
-    /// granted), as PostgREST would on its first query.
-    pub async fn check_role(&self, identity: &Identity) -> Result<(), FrameError> {
-        if self.known_roles.lock().unwrap().contains(&identity.role) {
-            return Ok(());
-        }
-        match self
-            .db
-            .as_user(identity, "/", "select null::json", &[])
-            .await
-        {
-            Ok(_) => {
-                self.known_roles
-                    .lock()
-                    .unwrap()
-                    .insert(identity.role.clone());
-                Ok(())
-            }
-            Err(DbError::Forbidden(_)) => Err(FrameError::new(
-                ErrorCode::Forbidden,
-                format!("role `{}` is not allowed", identity.role),
-            )),
-            Err(e) => Err(crate::commands::db_error(e)),
-        }
-    }
 }
 
 /// Completed handshakes the kernel queues for `accept` (capped by `net.core.somaxconn`).
@@ -115,18 +50,35 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves until `shutdown` completes, then closes every socket with 1001 and returns.
+/// Doorbells come from PostgreSQL LISTEN on `NOTIFY_CHANNEL`.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let state = Arc::new(build_state(config)?);
+    run_with_bus(listener, config, shutdown, |app| PgBus {
+        url: app.config.database_url.clone(),
+        channel: app.config.notify_channel.clone(),
+        db: app.db.clone(),
+    })
+    .await
+}
+
+/// [`run`], with doorbells from the bus `bus` makes for the daemon's state.
+pub async fn run_with_bus<B: Bus>(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    bus: impl FnOnce(&App) -> B,
+) -> Result<(), ServerError> {
+    let state = Arc::new(App::new(config)?);
+    let bus = bus(&state);
     // Register this daemon before any socket can mark a user present: presence rows of
     // an unknown daemon are swept by the others.
     if let Err(e) = state.presence.heartbeat().await {
         tracing::warn!(error = %e, "first presence heartbeat failed; retrying in the background");
     }
-    let background = start_background(&state);
+    let background = start_background(&state, bus);
     tracing::info!(addr = %listener.local_addr()?, daemon = state.presence.daemon_id(), "pgchat listening");
 
     tokio::pin!(shutdown);
@@ -193,7 +145,7 @@ async fn serve_http(
     peer: std::net::SocketAddr,
     ticket: Ticket,
     evicted: CancellationToken,
-    state: Arc<AppState>,
+    state: Arc<App>,
 ) {
     let upgrade_deadline = tokio::time::sleep(state.config.upgrade_timeout());
     let header_timeout = state.config.header_timeout();
@@ -232,60 +184,17 @@ async fn serve_http(
     }
 }
 
-fn build_state(config: Config) -> Result<AppState, ServerError> {
-    let verifier = Verifier::new(&config)?;
-    let db = Db::new(
-        &config.database_url,
-        config.db_pool_size,
-        Duration::from_millis(config.db_timeout_ms),
-    )?
-    .with_user_concurrency(config.user_concurrency());
-    let limiter = NonZeroU32::new(config.rate_limit_per_sec).map(|rate| {
-        let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
-        RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-    });
-    Ok(AppState {
-        verifier,
-        presence: Arc::new(Presence::new(db.clone())),
-        db,
-        hub: Arc::new(Hub::for_queue(config.outbound_queue)),
-        typing: Arc::new(TypingTracker::default()),
-        typing_throttle: Arc::default(),
-        limiter,
-        listener: Arc::new(ListenerState::default()),
-        shutdown: CancellationToken::new(),
-        closing: tokio::sync::watch::Sender::new(false),
-        tasks: TaskTracker::new(),
-        admission: Arc::new(Admission::new(
-            config.max_connections,
-            config.max_unauthenticated(),
-            config.max_connections_per_ip,
-            config.trusted_proxies()?,
-        )),
-        metrics: crate::metrics::handle(),
-        next_conn: AtomicU64::new(1),
-        known_roles: Mutex::new(HashSet::new()),
-        config,
-    })
-}
-
-fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_background(state: &Arc<App>, bus: impl Bus) -> Vec<tokio::task::JoinHandle<()>> {
     let cancel = state.shutdown.clone();
-    let listener = Listener {
-        url: state.config.database_url.clone(),
-        channel: state.config.notify_channel.clone(),
-        db: state.db.clone(),
-        hub: state.hub.clone(),
-        presence: state.presence.clone(),
-        relay: crate::relay::Relay::new(
-            state.db.clone(),
-            state.hub.clone(),
-            state.presence.clone(),
-            state.typing.clone(),
-            state.config.outbound_queue,
-        ),
-        state: state.listener.clone(),
-    };
+    let relay = Relay::new(
+        state.db.clone(),
+        state.hub.clone(),
+        state.presence.clone(),
+        state.typing.clone(),
+        state.config.outbound_queue,
+        state.wakes.clone(),
+    );
+    let (bells, signals) = crate::bus::channel();
     let heartbeat_state = state.clone();
     let heartbeat_cancel = cancel.clone();
     let heartbeat = async move {
@@ -305,7 +214,8 @@ fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
         }
     };
     vec![
-        tokio::spawn(listener.run(cancel.clone())),
+        tokio::spawn(bus.run(bells, state.bus.clone(), cancel.clone())),
+        tokio::spawn(relay.run(signals, cancel.clone())),
         tokio::spawn(state.presence.clone().run_batcher(cancel.clone())),
         tokio::spawn(crate::relay::expire_typing(
             state.hub.clone(),

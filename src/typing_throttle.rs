@@ -10,7 +10,7 @@
 //! - a stop is written only after a start was.
 //!
 //! A change over budget is dropped: a start shows with the client's next refresh, a stop
-//! lets the indicator run out by itself (`presence::TYPING_TTL`).
+//! lets the indicator run out by itself (`TYPING_TTL_MS`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -267,8 +267,10 @@ async fn leaving_through_postgrest_stops_delivery_at_once() {
 async fn two_daemons_behave_as_one() {
     let db = TestDb::new().await;
     let (alice, bob, room) = room_with_two(&db).await;
-    let one = TestServer::start(&db, &[]).await;
-    let two = TestServer::start(&db, &[]).await;
+    // Indicators end 300 ms after their last write, not after the row's 5 s.
+    let short_typing = [("TYPING_TTL_MS", "300")];
+    let one = TestServer::start(&db, &short_typing).await;
+    let two = TestServer::start(&db, &short_typing).await;
     let mut a = Client::authed(&one.url(), alice).await;
     let mut b = Client::authed(&two.url(), bob).await;
     join(&mut a, room, None).await;

@@ -1,8 +1,10 @@
-//! Doorbells → reads → hub events. NOTIFY is only a doorbell (SPEC §6.1): a burst of
-//! them is reduced to the rooms that rang ([`doorbell::Burst`]), and what changed is
-//! read from the tables through the daemon's narrow privileged functions, so a forged
-//! doorbell can cause a read but never a frame.
+//! The relay: doorbells from a bus → reads of the tables → hub events. A doorbell only
+//! rings: a burst of them is reduced to the rooms that rang ([`Burst`]), and what
+//! changed is read from the tables through the daemon's narrow privileged functions, so
+//! a forged doorbell can cause a read but never a frame. Which bus rings (PostgreSQL
+//! LISTEN, an in-memory one, later NATS or Redis) is no concern of the relay's.
 //!
+//! - [`run`]: the loop: signals in bursts, wakes, flush deadlines, catch-up after a loss
 //! - [`changes`]: the room change stream (messages, edits, deletions, read markers,
 //!   memberships), read by rev, in pages that are written as they go
 //! - [`presence`]: who is online, read per room and compared with the roster
@@ -18,14 +20,16 @@ use crate::hub::Hub;
 use crate::presence::{Presence, TypingTracker};
 use crate::protocol::RoomId;
 
+mod burst;
 mod changes;
-pub mod doorbell;
 mod presence;
 mod recent;
+mod run;
 mod typing;
 
-pub use doorbell::{Burst, Doorbell};
+pub use burst::Burst;
 pub use presence::presence_event;
+pub use run::Wakes;
 pub use typing::{expire_typing, typing_event};
 
 /// Turns doorbells into events for this daemon's sockets.
@@ -37,6 +41,8 @@ pub struct Relay {
     /// Frames a socket may queue (`OUTBOUND_QUEUE`): catch-up waits for queues to drain
     /// below half of it between pages.
     pub queue_capacity: usize,
+    /// Rooms joins asked to read once more.
+    pub wakes: Arc<Wakes>,
     /// Membership changes already told to the member's sockets, so that one rung twice
     /// (or read both by rev and in the stream) is told once.
     told_joins: Mutex<recent::Recent>,
@@ -49,6 +55,7 @@ impl Relay {
         presence: Arc<Presence>,
         typing: Arc<TypingTracker>,
         queue_capacity: usize,
+        wakes: Arc<Wakes>,
     ) -> Self {
         Self {
             db,
@@ -56,6 +63,7 @@ impl Relay {
             presence,
             typing,
             queue_capacity,
+            wakes,
             told_joins: Mutex::new(recent::Recent::default()),
         }
     }
@@ -88,7 +96,7 @@ impl Relay {
         }
     }
 
-    /// After the LISTEN connection was re-made, doorbells may have been missed: check
+    /// After the bus was lost and regained, doorbells may have been missed: check
     /// every subscription's membership before relaying anything, then catch every room
     /// up and read presence and typing again.
     pub async fn resync(&self) {

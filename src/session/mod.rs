@@ -1,10 +1,13 @@
-//! One WebSocket connection: authentication state, the event loop that reads client
-//! frames, writes queued hub events in batches, pings, and enforces the deadlines
-//! (auth timeout, token expiry, idle timeout). Commands live in `commands/`.
+//! The WebSocket transport: one connection's event loop over the chat core. It reads
+//! client frames and hands each request to [`chat::dispatch`], writes queued hub events
+//! in batches, pings, and enforces the deadlines (auth timeout, token expiry, idle
+//! timeout). What a request does is the core's business (`chat`).
+//!
+//! - [`wire`]: the socket's reads and writes, the closing handshake
+//! - [`deadlines`]: the connection's deadlines behind one timer
 
 mod deadlines;
-mod per_room;
-mod writer;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,51 +18,32 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::Instrument;
 
 use crate::admission::Ticket;
-use crate::auth::Identity;
+use crate::app::App;
+use crate::chat::{self, Closed, Conn};
 use crate::frame_reader::{FrameReader, Incoming, ReadError};
 use crate::frame_writer;
-use crate::hub::{PresenceChange, SessionHandle};
 use crate::outbound::{Batch, Outbound};
 use crate::protocol::{self, close, ErrorCode, FrameError};
-use crate::server::AppState;
 use deadlines::{Deadlines, Due};
-pub(crate) use per_room::JoinedRooms;
+use wire::Wire;
 
 /// Hub events written per flush.
 const WRITE_BATCH: usize = 64;
-/// How long a single write may take.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Rate-limit refusals tolerated per minute before the connection is closed.
-const MAX_STRIKES: u32 = 10;
 
 impl<S> Drop for Session<S> {
     /// Closes the queue before the socket is dropped, on every path (a panic included):
     /// fan-outs write to the descriptor directly and must never reach a reused number.
     fn drop(&mut self) {
-        self.handle.queue().close();
+        self.conn.handle.queue().close();
     }
 }
 
-/// The connection is over; stop the loop.
-#[derive(Debug)]
-pub struct Closed;
-
 pub struct Session<S> {
-    pub(crate) app: Arc<AppState>,
-    /// The upgraded connection; frames are read by `reader`, written by `frame_writer`.
-    io: S,
-    reader: FrameReader,
-    pub(crate) handle: Arc<SessionHandle>,
-    /// Becomes true when the daemon shuts down.
-    closing: tokio::sync::watch::Receiver<bool>,
-    pub(crate) identity: Option<Identity>,
-    /// Rooms this socket joined (the hub may have evicted some since).
-    pub(crate) rooms: JoinedRooms,
-    pub(crate) strikes: u32,
-    strike_window: Instant,
-    /// The connection's hold on the server's capacity, given back when the session
-    /// ends; it leaves the unauthenticated pool when the session authenticates.
-    pub(crate) ticket: Option<Ticket>,
+    app: Arc<App>,
+    /// The connection's state in the chat core.
+    conn: Conn,
+    /// The upgraded socket: what the core's replies and the hub's events are written to.
+    wire: Wire<S>,
 }
 
 enum Wake {
@@ -73,7 +57,7 @@ enum Wake {
 
 impl<S> Session<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     /// A session for an upgraded connection. `fd` is its descriptor when `io` is a plain
     /// socket that fan-outs may write to directly; `early` are bytes the client sent right
@@ -83,29 +67,17 @@ where
         io: S,
         fd: Option<std::os::fd::RawFd>,
         early: Vec<u8>,
-        app: Arc<AppState>,
-        mut ticket: Option<Ticket>,
+        app: Arc<App>,
+        ticket: Option<Ticket>,
     ) -> Self {
-        let conn_id = app.next_conn_id();
-        let handle = Arc::new(SessionHandle::new(conn_id, app.config.outbound_queue, fd));
-        // Evicted while upgrading: another client has its place; it ends at once.
-        if ticket.as_mut().is_some_and(|t| !t.attach(&handle)) {
-            handle.kill(close::TRY_AGAIN_LATER);
-        }
-        let closing = app.closing.subscribe();
-        let reader = FrameReader::new(app.config.max_frame_bytes, early);
-        Session {
-            app,
+        let conn = Conn::new(&app, fd, ticket);
+        let wire = Wire {
             io,
-            reader,
-            handle,
-            closing,
-            identity: None,
-            rooms: JoinedRooms::default(),
-            strikes: 0,
-            strike_window: Instant::now(),
-            ticket,
-        }
+            reader: FrameReader::new(app.config.max_frame_bytes, early),
+            handle: conn.handle.clone(),
+            closing: app.closing.subscribe(),
+        };
+        Session { app, conn, wire }
     }
 
     /// Runs the connection to its end. The session is built by [`Session::new`], and
@@ -117,7 +89,7 @@ where
         async move {
             metrics::gauge!("pgchat_connections").increment(1.0);
             // Every log line of this connection carries its id.
-            let span = tracing::info_span!("conn", id = session.handle.conn_id);
+            let span = tracing::info_span!("conn", id = session.conn.handle.conn_id);
             session.run_in_span(initial_token).instrument(span).await;
             metrics::gauge!("pgchat_connections").decrement(1.0);
         }
@@ -126,15 +98,21 @@ where
     async fn run_in_span(&mut self, initial_token: Option<String>) {
         tracing::debug!("connected");
         if let Some(token) = initial_token {
-            let _ = Box::pin(self.authenticate(None, &token)).await;
+            let _ = Box::pin(chat::authenticate(
+                &self.app,
+                &mut self.conn,
+                &token,
+                &mut self.wire,
+            ))
+            .await;
         }
-        let handle = self.handle.clone();
+        let handle = self.conn.handle.clone();
         // Boxed: inline, the loop's state was laid out beside the other awaits' instead
         // of over them (1.5 KB for this future instead of 0.1 KB + 0.7 KB in the box).
         let code = Box::pin(self.event_loop(handle.queue())).await;
         let rest = handle.queue().close();
-        Box::pin(self.close(code, rest)).await;
-        Box::pin(self.cleanup()).await;
+        Box::pin(self.wire.close(code, rest)).await;
+        Box::pin(self.conn.end(&self.app)).await;
         tracing::debug!(code, "disconnected");
     }
 
@@ -152,18 +130,18 @@ where
         let mut armed_for = deadlines.earliest();
         let timer = tokio::time::sleep_until(armed_for);
         tokio::pin!(timer);
-        let mut closing = self.closing.clone();
+        let mut closing = self.wire.closing.clone();
         let mut fired = false;
         let mut expiry_of: Option<Option<i64>> = None;
         loop {
             // Killed (slow consumer, rate limit…: the queue woke us) or shutting down.
-            if let Some(code) = self.handle.close_code() {
+            if let Some(code) = self.conn.close_code() {
                 return code;
             }
             if *closing.borrow_and_update() {
                 return close::GOING_AWAY;
             }
-            if let Some(identity) = &self.identity {
+            if let Some(identity) = self.conn.identity() {
                 if expiry_of != Some(identity.exp) {
                     expiry_of = Some(identity.exp);
                     deadlines.authenticated(self.token_deadline());
@@ -183,14 +161,12 @@ where
                     true => Wake::Ended,
                     false => Wake::Outbound(batch),
                 },
-                m = std::future::poll_fn(|cx| self.reader.poll_next(&mut self.io, cx)) => {
-                    Wake::Incoming(m)
-                }
+                m = self.wire.next_incoming() => Wake::Incoming(m),
                 _ = timer.as_mut() => Wake::Timer,
             };
             let result = match wake {
                 Wake::Ended => continue,
-                Wake::Outbound(batch) => self.write_batch(batch).await,
+                Wake::Outbound(batch) => self.wire.write_batch(batch).await,
                 Wake::Incoming(None) | Wake::Incoming(Some(Err(ReadError::Io(_)))) => return 0,
                 Wake::Incoming(Some(Err(ReadError::TooBig(_)))) => return close::MESSAGE_TOO_BIG,
                 Wake::Incoming(Some(Err(ReadError::Protocol(_)))) => return close::PROTOCOL_ERROR,
@@ -208,15 +184,15 @@ where
                         }
                         Incoming::Binary => {
                             let err = FrameError::invalid("binary frames are not supported");
-                            Box::pin(self.send_error(None, err)).await
+                            Box::pin(chat::send_error(&mut self.wire, None, err)).await
                         }
                         Incoming::Ping(payload) => {
-                            Box::pin(self.write_frames(frame_writer::PONG, &[payload])).await
+                            Box::pin(self.wire.write_frames(frame_writer::PONG, &[payload])).await
                         }
                         Incoming::Pong => Ok(()),
                         Incoming::Close(code) => {
                             // The connection ends here.
-                            Box::pin(self.echo_close(code)).await;
+                            Box::pin(self.wire.echo_close(code)).await;
                             return 0;
                         }
                     }
@@ -227,14 +203,14 @@ where
                         None => Ok(()),
                         Some(Due::Ping) => {
                             let ping = [Utf8Bytes::default()];
-                            Box::pin(self.write_frames(frame_writer::PING, &ping)).await
+                            Box::pin(self.wire.write_frames(frame_writer::PING, &ping)).await
                         }
                         Some(Due::AuthTimeout) => {
                             let err = FrameError::new(
                                 ErrorCode::Unauthenticated,
                                 "no valid auth before the auth timeout",
                             );
-                            let _ = Box::pin(self.send_error(None, err)).await;
+                            let _ = Box::pin(chat::send_error(&mut self.wire, None, err)).await;
                             return close::AUTH_TIMEOUT;
                         }
                         Some(Due::TokenExpired) => {
@@ -242,7 +218,7 @@ where
                                 ErrorCode::TokenExpired,
                                 "token expired and was not refreshed",
                             );
-                            let _ = Box::pin(self.send_error(None, err)).await;
+                            let _ = Box::pin(chat::send_error(&mut self.wire, None, err)).await;
                             return close::TOKEN_EXPIRED;
                         }
                         Some(Due::Idle) => return close::IDLE_TIMEOUT,
@@ -253,7 +229,7 @@ where
                 // Killed or shutting down mid-write: the Close follows the frame's rest.
                 let shutting_down = *closing.borrow();
                 return self
-                    .handle
+                    .conn
                     .close_code()
                     .or(shutting_down.then_some(close::GOING_AWAY))
                     .unwrap_or(0);
@@ -264,7 +240,7 @@ where
     /// When the current token stops being acceptable (PostgREST's 30 s leeway included);
     /// `None` for a token that never expires, or not before the clock runs out.
     fn token_deadline(&self) -> Option<Instant> {
-        let exp = self.identity.as_ref()?.exp?;
+        let exp = self.conn.identity()?.exp?;
         let remaining = exp
             .saturating_add(30)
             .saturating_sub(crate::auth::unix_now());
@@ -273,52 +249,10 @@ where
 
     async fn on_text(&mut self, text: &str) -> Result<(), Closed> {
         match protocol::parse(text) {
-            Ok(request) => self.dispatch(request).await,
-            Err((reference, err)) => self.send_error(reference.as_ref(), err).await,
-        }
-    }
-
-    /// Writes one reply frame now.
-    pub(crate) async fn reply(&mut self, frame: Utf8Bytes) -> Result<(), Closed> {
-        Box::pin(self.write_frames(frame_writer::TEXT, std::slice::from_ref(&frame))).await
-    }
-
-    pub(crate) async fn send_error(
-        &mut self,
-        reference: Option<&serde_json::Value>,
-        err: FrameError,
-    ) -> Result<(), Closed> {
-        metrics::counter!("pgchat_errors_total", "code" => err.code.as_str()).increment(1);
-        self.reply(protocol::error_frame(reference, &err)).await
-    }
-
-    /// Counts a rate-limit refusal; too many in a minute ends the connection.
-    pub(crate) fn strike(&mut self) -> bool {
-        if self.strike_window.elapsed() > Duration::from_secs(60) {
-            self.strikes = 0;
-            self.strike_window = Instant::now();
-        }
-        self.strikes += 1;
-        if self.strikes > MAX_STRIKES {
-            self.handle.kill(close::RATE_LIMITED);
-            return false;
-        }
-        true
-    }
-
-    /// Leaves every room (announcing departures) and forgets this socket.
-    async fn cleanup(&mut self) {
-        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
-            return;
-        };
-        let conn = self.handle.conn_id;
-        // On shutdown the daemon clears all its presence at once (Presence::stop).
-        let announce = !self.app.shutdown.is_cancelled();
-        for room in self.rooms.take_all() {
-            if self.app.hub.unsubscribe(room, conn) == PresenceChange::Departed && announce {
-                self.app.presence.depart(room, user).await;
+            Ok(request) => chat::dispatch(&self.app, &mut self.conn, request, &mut self.wire).await,
+            Err((reference, err)) => {
+                chat::send_error(&mut self.wire, reference.as_ref(), err).await
             }
         }
-        self.app.hub.remove_user_socket(user, conn);
     }
 }

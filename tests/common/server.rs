@@ -41,10 +41,29 @@ impl TestServer {
         Self::start_url_on(database_url, extra, listener).await
     }
 
+    /// Starts pgchat for `db` with doorbells from the in-memory `bus` instead of LISTEN.
+    pub async fn start_with_bus(
+        db: &TestDb,
+        extra: &[(&str, &str)],
+        bus: pgchat::bus::memory::MemoryBus,
+    ) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_url_with(&db.authenticator_url, extra, listener, Some(bus)).await
+    }
+
     pub async fn start_url_on(
         database_url: &str,
         extra: &[(&str, &str)],
         listener: tokio::net::TcpListener,
+    ) -> TestServer {
+        Self::start_url_with(database_url, extra, listener, None).await
+    }
+
+    async fn start_url_with(
+        database_url: &str,
+        extra: &[(&str, &str)],
+        listener: tokio::net::TcpListener,
+        bus: Option<pgchat::bus::memory::MemoryBus>,
     ) -> TestServer {
         let mut pairs: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), database_url.to_string()),
@@ -57,9 +76,13 @@ impl TestServer {
         let cancel = CancellationToken::new();
         let shutdown = cancel.clone().cancelled_owned();
         let task = tokio::spawn(async move {
-            pgchat::server::run(listener, config, shutdown)
-                .await
-                .expect("server runs");
+            match bus {
+                None => pgchat::server::run(listener, config, shutdown).await,
+                Some(bus) => {
+                    pgchat::server::run_with_bus(listener, config, shutdown, |_| bus).await
+                }
+            }
+            .expect("server runs");
         });
         let server = TestServer {
             addr,

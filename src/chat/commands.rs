@@ -1,51 +1,15 @@
-//! What each client frame does.
-//!
-//! - this file: dispatch, rate limits, and the chat commands (message, typing, read,
-//!   history, rooms, create/join/leave room)
-//! - [`subscribe`]: joining and leaving a room's live stream on this socket
-//! - [`authenticate`]: the `auth` frame, first or refreshing
-//!
-//! Every chat action runs as the user through [`crate::db::Db::as_user`]; replies echo
-//! the request's `ref`.
+//! The chat commands: message, typing, read, history, rooms, create/join/leave room,
+//! and the per-user rate limit in front of them.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::types::ToSql;
 
-use crate::db::{DbError, RawJson};
+use super::{db_error, not_member, parse, Closed, Ctx, Replies};
+use crate::db::RawJson;
 use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId};
-use crate::session::{Closed, Session};
 
 pub(crate) type Reply = Result<(), FrameError>;
-
-/// Maps a database refusal to the protocol's error codes; internals go to the log only.
-pub fn db_error(e: DbError) -> FrameError {
-    match e {
-        DbError::Forbidden(m) => {
-            tracing::debug!(reason = %m, "refused by the database");
-            FrameError::new(ErrorCode::Forbidden, "not allowed")
-        }
-        DbError::NotFound(m) => FrameError::new(ErrorCode::NotFound, m),
-        DbError::Check { constraint } if constraint.ends_with("too_long") => {
-            FrameError::new(ErrorCode::MessageTooLong, "too long")
-        }
-        DbError::Check { constraint } => {
-            FrameError::invalid(format!("rejected by rule {constraint}"))
-        }
-        DbError::Conflict(m) => FrameError::new(ErrorCode::Conflict, m),
-        DbError::User(m) => FrameError::invalid(m),
-        DbError::OverShare(e) => FrameError::new(ErrorCode::RateLimited, e.to_string()),
-        DbError::Unavailable(m) | DbError::Internal(m) => {
-            tracing::error!(error = %m, "database error");
-            FrameError::new(ErrorCode::Internal, "internal error")
-        }
-    }
-}
-
-pub(crate) fn not_member() -> FrameError {
-    FrameError::new(ErrorCode::Forbidden, "not a member of this room")
-}
 
 #[derive(Deserialize)]
 struct Stored {
@@ -57,31 +21,20 @@ struct ReadMarker {
     last_read_seq: i64,
 }
 
-pub(crate) fn parse<'a, T: Deserialize<'a>>(raw: &'a RawJson) -> Result<T, FrameError> {
-    serde_json::from_str(&raw.0)
-        .map_err(|e| db_error(DbError::Internal(format!("unexpected result: {e}"))))
-}
-
-mod authenticate;
-mod subscribe;
-
-impl<S> Session<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+impl<R: Replies> Ctx<'_, R> {
     pub(crate) async fn dispatch(&mut self, request: Request) -> Result<(), Closed> {
         let reference = request.reference;
         let r = reference.as_ref();
         let outcome = match request.frame {
             ClientFrame::Auth { token } => return self.authenticate(r, &token).await,
             ClientFrame::Ping => return self.reply(protocol::frame("pong", r, json!({}))).await,
-            _ if self.identity.is_none() => Err(FrameError::new(
+            _ if self.conn.identity.is_none() => Err(FrameError::new(
                 ErrorCode::Unauthenticated,
                 "send `auth` first",
             )),
             frame => {
                 if let Err(e) = self.check_rate(&frame) {
-                    if !self.strike() {
+                    if !self.conn.strike() {
                         return Err(Closed);
                     }
                     Err(e)
@@ -108,7 +61,7 @@ where
         let Some(limiter) = &self.app.limiter else {
             return Ok(());
         };
-        let key = self.user_key();
+        let key = self.conn.user_key();
         limiter
             .check_key(&key)
             .map_err(|_| FrameError::new(ErrorCode::RateLimited, "too many requests; slow down"))
@@ -119,18 +72,12 @@ where
         self.app
             .limiter
             .as_ref()
-            .is_none_or(|l| l.check_key(&self.user_key()).is_ok())
-    }
-
-    fn user_key(&self) -> String {
-        let id = self.identity.as_ref().expect("authenticated");
-        id.user_id
-            .map_or_else(|| id.claims_json.clone(), |u| u.to_string())
+            .is_none_or(|l| l.check_key(&self.conn.user_key()).is_ok())
     }
 
     /// Runs one command. The outer error ends the connection; the inner one is a refusal.
     async fn command(&mut self, r: Option<&Value>, frame: ClientFrame) -> Result<Reply, Closed> {
-        let id = self.identity.clone().expect("authenticated");
+        let id = self.conn.identity.clone().expect("authenticated");
         let user = id.user_id;
         Ok(match frame {
             ClientFrame::Join { room_id, since } => return self.join(r, room_id, since).await,
@@ -160,7 +107,11 @@ where
                 let Some(user) = user else {
                     return Ok(Err(not_member()));
                 };
-                if !self.app.hub.is_subscribed(room_id, self.handle.conn_id) {
+                if !self
+                    .app
+                    .hub
+                    .is_subscribed(room_id, self.conn.handle.conn_id)
+                {
                     return Ok(Err(FrameError::new(
                         ErrorCode::Forbidden,
                         "join the room before typing in it",
@@ -290,7 +241,7 @@ where
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<RawJson>, FrameError> {
-        let id = self.identity.as_ref().expect("authenticated");
+        let id = self.conn.identity.as_ref().expect("authenticated");
         let started = std::time::Instant::now();
         let result = self.app.db.as_user(id, path, sql, params).await;
         metrics::histogram!("pgchat_db_latency_seconds").record(started.elapsed().as_secs_f64());

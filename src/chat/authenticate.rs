@@ -1,15 +1,40 @@
-//! The `auth` frame: the first authentication, or a refresh for the same user.
+//! The `auth` request: the first authentication, or a refresh for the same user.
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::{db_error, Closed, Ctx, Replies};
+use crate::app::App;
+use crate::auth::Identity;
+use crate::db::DbError;
 use crate::protocol::{self, ErrorCode, FrameError};
-use crate::session::{Closed, Session};
 
-impl<S> Session<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// Refuses a token whose role `authenticator` cannot switch to (missing or not
+/// granted), as PostgREST would on its first query. A role once proven is remembered.
+pub async fn check_role(app: &App, identity: &Identity) -> Result<(), FrameError> {
+    if app.known_roles.lock().unwrap().contains(&identity.role) {
+        return Ok(());
+    }
+    match app
+        .db
+        .as_user(identity, "/", "select null::json", &[])
+        .await
+    {
+        Ok(_) => {
+            app.known_roles
+                .lock()
+                .unwrap()
+                .insert(identity.role.clone());
+            Ok(())
+        }
+        Err(DbError::Forbidden(_)) => Err(FrameError::new(
+            ErrorCode::Forbidden,
+            format!("role `{}` is not allowed", identity.role),
+        )),
+        Err(e) => Err(db_error(e)),
+    }
+}
+
+impl<R: Replies> Ctx<'_, R> {
     /// Verifies a token (first auth, or a refresh for the same user).
     pub(crate) async fn authenticate(
         &mut self,
@@ -24,7 +49,7 @@ where
                     .await
             }
         };
-        if let Some(current) = &self.identity {
+        if let Some(current) = &self.conn.identity {
             if current.user_id != identity.user_id || current.role != identity.role {
                 let err = FrameError::new(
                     ErrorCode::InvalidToken,
@@ -33,20 +58,20 @@ where
                 return self.refuse(r, err, identity.user_id).await;
             }
         }
-        if let Err(e) = self.app.check_role(&identity).await {
+        if let Err(e) = check_role(self.app, &identity).await {
             return self.refuse(r, e, identity.user_id).await;
         }
-        if self.identity.is_none() {
+        if self.conn.identity.is_none() {
             if let Some(user) = identity.user_id {
-                self.app.hub.add_user_socket(user, self.handle.clone());
+                self.app.hub.add_user_socket(user, self.conn.handle.clone());
             }
             // Out of the unauthenticated pool: its place is free for a newcomer.
-            if let Some(ticket) = self.ticket.as_mut() {
+            if let Some(ticket) = self.conn.ticket.as_mut() {
                 ticket.authenticated();
             }
         }
         let user = json!({"id": identity.user_id, "name": identity.name, "role": identity.role});
-        self.identity = Some(identity);
+        self.conn.identity = Some(identity);
         self.reply(protocol::frame("authenticated", r, json!({"user": user})))
             .await
     }
@@ -61,7 +86,7 @@ where
         user: Option<i64>,
     ) -> Result<(), Closed> {
         metrics::counter!("pgchat_auth_failures_total", "code" => err.code.as_str()).increment(1);
-        let user = user.or_else(|| self.identity.as_ref().and_then(|i| i.user_id));
+        let user = user.or_else(|| self.conn.identity.as_ref().and_then(|i| i.user_id));
         tracing::info!(user, code = err.code.as_str(), reason = %err.message, "authentication refused");
         self.send_error(r, err).await
     }

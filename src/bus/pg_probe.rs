@@ -5,31 +5,18 @@
 //! aborts the task driving the connection, which ends the receive loop, and the usual
 //! reconnect and catch-up by seq follow. Each answer is recorded for `/readyz`.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::{AbortHandle, JoinHandle};
+
+use super::BusStatus;
 
 /// Time between probes. A hung connection is noticed within interval + deadline.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest wait for a probe's answer. Generous: a busy server answers `select 1` in
 /// milliseconds, and a false alarm costs a reconnect and a catch-up.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(5);
-
-/// When the LISTEN connection last answered.
-#[derive(Default)]
-pub struct Liveness(Mutex<Option<Instant>>);
-
-impl Liveness {
-    pub fn mark(&self) {
-        *self.0.lock().unwrap() = Some(Instant::now());
-    }
-
-    /// True when the connection answered less than `age` ago.
-    pub fn within(&self, age: Duration) -> bool {
-        self.0.lock().unwrap().is_some_and(|at| at.elapsed() < age)
-    }
-}
 
 /// Stops probing when dropped (when the connection's life ends).
 pub struct ProbeGuard(JoinHandle<()>);
@@ -41,17 +28,17 @@ impl Drop for ProbeGuard {
 }
 
 /// Probes `client` until a probe fails or is late, then aborts `connection` (the task
-/// that drives the client's socket). Answers are recorded in `alive`.
+/// that drives the client's socket). Answers are recorded in `status.alive`.
 pub fn spawn(
     client: Arc<tokio_postgres::Client>,
     connection: AbortHandle,
-    alive: Arc<Liveness>,
+    status: Arc<BusStatus>,
 ) -> ProbeGuard {
     ProbeGuard(tokio::spawn(async move {
         loop {
             tokio::time::sleep(PROBE_INTERVAL).await;
             match tokio::time::timeout(PROBE_DEADLINE, client.simple_query("select 1")).await {
-                Ok(Ok(_)) => alive.mark(),
+                Ok(Ok(_)) => status.alive.mark(),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "LISTEN connection probe failed");
                     break;

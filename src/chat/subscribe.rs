@@ -4,15 +4,14 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{db_error, not_member, parse, Reply};
+use super::commands::Reply;
+use super::{db_error, not_member, parse, Closed, Ctx, Replies};
+use crate::app::App;
 use crate::db::DbError;
 use crate::hub::{online_json, Name, Online, PresenceChange, UserId};
 use crate::protocol::{self, FrameError, RoomId};
 use crate::relay::presence_event;
-use crate::server::AppState;
-use crate::session::{Closed, Session};
 
 /// How long a join waits for another join's roster load before asking PostgreSQL.
 const ROSTER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -21,7 +20,7 @@ const ROSTER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// roster, loading it if nobody has, or from PostgreSQL while it cannot be kept (see
 /// `hub::roster`).
 async fn online_users(
-    app: &AppState,
+    app: &App,
     room: RoomId,
     me: (UserId, Option<&str>),
 ) -> Result<String, DbError> {
@@ -97,10 +96,7 @@ struct SeqOf {
     seq: i64,
 }
 
-impl<S> Session<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+impl<R: Replies> Ctx<'_, R> {
     /// Subscribes this socket to a room: membership is checked as the user, missed
     /// messages after `since` are replayed in order, then live events flow.
     pub(crate) async fn join(
@@ -109,7 +105,7 @@ where
         room_id: RoomId,
         since: Option<i64>,
     ) -> Result<Reply, Closed> {
-        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
+        let Some(user) = self.conn.identity.as_ref().and_then(|i| i.user_id) else {
             tracing::info!(
                 room = room_id,
                 reason = "no user id in the token",
@@ -118,10 +114,10 @@ where
             return Ok(Err(not_member()));
         };
         let hub = self.app.hub.clone();
-        let conn = self.handle.conn_id;
+        let conn = self.conn.handle.conn_id;
         // Subscribe before reading the room's state, so nothing committed after the read
         // can be missed; events are held until activate().
-        let change = hub.subscribe(room_id, user, self.handle.clone());
+        let change = hub.subscribe(room_id, user, self.conn.handle.clone());
         let (last_seq, last_rev, my_name) = match self
             .call("/chat_rooms", ROOM_LAST_SEQ_SQL, &[&room_id])
             .await
@@ -133,7 +129,7 @@ where
             Ok(None) => return self.abort_join(room_id, not_member()),
             Err(e) => return self.abort_join(room_id, e),
         };
-        self.rooms.insert(room_id);
+        self.conn.rooms.insert(room_id);
         if let Some(since) = since {
             if let Err(e) = self.replay(room_id, since, last_seq).await? {
                 return self.abort_join(room_id, e);
@@ -141,7 +137,7 @@ where
         }
         // Myself as the others see me (else as my token names me), when no other socket of
         // mine is listed yet.
-        let me_name = my_name.or_else(|| self.identity.as_ref().and_then(|i| i.name.clone()));
+        let me_name = my_name.or_else(|| self.conn.identity.as_ref().and_then(|i| i.name.clone()));
         if change == PresenceChange::Arrived {
             self.app.presence.arrive(room_id, user).await;
             // The others here see me at once; other daemons when my row is written.
@@ -154,7 +150,7 @@ where
             }
         }
         let me_name = me_name.as_deref();
-        let online = match online_users(&self.app, room_id, (user, me_name)).await {
+        let online = match online_users(self.app, room_id, (user, me_name)).await {
             Ok(online) => online,
             Err(e) => return self.abort_join(room_id, db_error(e)),
         };
@@ -164,16 +160,16 @@ where
         );
         self.reply(joined.into()).await?;
         if hub.activate(room_id, conn, last_seq, last_rev) {
-            self.app.listener.wake(room_id);
+            self.app.wakes.wake(room_id);
         }
         Ok(Ok(()))
     }
 
     fn abort_join(&mut self, room_id: RoomId, e: FrameError) -> Result<Reply, Closed> {
-        let user = self.identity.as_ref().and_then(|i| i.user_id);
+        let user = self.conn.identity.as_ref().and_then(|i| i.user_id);
         tracing::info!(user, room = room_id, code = e.code.as_str(), reason = %e.message, "join refused");
-        self.app.hub.unsubscribe(room_id, self.handle.conn_id);
-        self.rooms.remove(&room_id);
+        self.app.hub.unsubscribe(room_id, self.conn.handle.conn_id);
+        self.conn.rooms.remove(&room_id);
         Ok(Err(e))
     }
 
@@ -222,24 +218,27 @@ where
 
     /// Unsubscribes this socket from a room and announces departure if it was the last.
     pub(crate) async fn leave_locally(&mut self, room_id: RoomId) {
-        self.rooms.remove(&room_id);
-        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
+        self.conn.rooms.remove(&room_id);
+        let Some(user) = self.conn.identity.as_ref().and_then(|i| i.user_id) else {
             return;
         };
-        if self.app.hub.unsubscribe(room_id, self.handle.conn_id) == PresenceChange::Departed {
+        if self.app.hub.unsubscribe(room_id, self.conn.handle.conn_id) == PresenceChange::Departed {
             self.app.presence.depart(room_id, user).await;
         }
     }
 
     /// Membership ended: every socket of this user here stops receiving the room now.
     pub(crate) async fn leave_room_everywhere_here(&mut self, room_id: RoomId) {
-        let Some(user) = self.identity.as_ref().and_then(|i| i.user_id) else {
+        let Some(user) = self.conn.identity.as_ref().and_then(|i| i.user_id) else {
             return;
         };
-        self.rooms.remove(&room_id);
+        self.conn.rooms.remove(&room_id);
         let evicted = self.app.hub.evict_user(room_id, user);
         let notice = protocol::frame("room_left", None, json!({"roomId": room_id}));
-        for handle in evicted.iter().filter(|h| h.conn_id != self.handle.conn_id) {
+        for handle in evicted
+            .iter()
+            .filter(|h| h.conn_id != self.conn.handle.conn_id)
+        {
             handle.push(notice.clone());
         }
         if !evicted.is_empty() {

@@ -1,5 +1,5 @@
-//! The session's side of the socket's writes: queued events and frames of its own
-//! (replies, pings, pongs), and the closing handshake.
+//! The socket itself: client frames in; queued events and frames of the session's own
+//! (replies, pings, pongs) out; and the closing handshake.
 //!
 //! A write may be abandoned halfway: the session is killed (slow consumer, rate limit,
 //! eviction) or the daemon shuts down while a frame is partly on the wire. What that
@@ -7,18 +7,45 @@
 //! frame, so the peer never reads a Close as the rest of a half-written frame.
 
 use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{Closed, Session, WRITE_TIMEOUT};
-use crate::frame_reader::Incoming;
+use crate::chat::{Closed, Replies};
+use crate::frame_reader::{FrameReader, Incoming, ReadError};
 use crate::frame_writer;
+use crate::hub::SessionHandle;
 use crate::outbound::Batch;
 use crate::protocol::close;
 
+/// How long a single write may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the closing handshake may take, rest of a frame included.
-const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One upgraded connection's socket, and what its writes race: the kill switch (the
+/// handle's queue) and the daemon's shutdown.
+pub(super) struct Wire<S> {
+    /// The upgraded connection; frames are read by `reader`, written by `frame_writer`.
+    pub io: S,
+    pub reader: FrameReader,
+    pub handle: Arc<SessionHandle>,
+    /// Becomes true when the daemon shuts down.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The chat core's replies go straight onto the socket, in order.
+impl<S> Replies for Wire<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async fn reply(&mut self, frame: Utf8Bytes) -> Result<(), Closed> {
+        Box::pin(self.write_frames(frame_writer::TEXT, std::slice::from_ref(&frame))).await
+    }
+}
 
 /// Bytes written of a write's parts: the rest of an earlier frame, then new frames.
 #[derive(Default)]
@@ -27,10 +54,15 @@ struct Written {
     frames: usize,
 }
 
-impl<S> Session<S>
+impl<S> Wire<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// The next client frame; `None` when the peer is gone.
+    pub(super) async fn next_incoming(&mut self) -> Option<Result<Incoming, ReadError>> {
+        std::future::poll_fn(|cx| self.reader.poll_next(&mut self.io, cx)).await
+    }
+
     /// Writes what [`Outbound::pop_batch`] took; the session stops being the writer after.
     ///
     /// [`Outbound::pop_batch`]: crate::outbound::Outbound::pop_batch
@@ -113,7 +145,8 @@ where
     }
 
     /// Sends a Close frame with `code` (none for 0) after `rest`, the unsent part of a
-    /// frame begun earlier, and waits briefly for the peer's Close.
+    /// frame begun earlier, and waits briefly for the peer's Close. When the daemon shuts
+    /// down it does not wait: the Close is followed by the end of the stream at once.
     pub(super) async fn close(&mut self, code: u16, rest: Option<Box<[u8]>>) {
         if code == 0 {
             return;
@@ -124,6 +157,10 @@ where
             Some(code) => [&code.to_be_bytes()[..], reason(code).as_bytes()].concat(),
             None => Vec::new(),
         };
+        // The process exits right after a shutdown, which ends every stream anyway:
+        // waiting for peers' answers there only held the daemon's exit by the timeout
+        // for each client slow to read.
+        let shutting_down = *self.closing.borrow();
         // Send Close, then read until the peer's Close or a short timeout. Should the
         // rest not go out in time, neither does the Close: the socket is just dropped.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -132,9 +169,19 @@ where
             }
             frame_writer::write_frames(&mut self.io, frame_writer::CLOSE, &[payload]).await?;
             count_close(sent);
-            while let Some(m) = self.reader.next(&mut self.io).await {
-                if matches!(m, Ok(Incoming::Close(_)) | Err(_)) {
-                    break;
+            if shutting_down {
+                // What the peer sent already is read, not left unread (which would
+                // reset the stream instead of ending it); nothing more is waited for.
+                while let Some(Some(m)) = self.reader.next(&mut self.io).now_or_never() {
+                    if matches!(m, Ok(Incoming::Close(_)) | Err(_)) {
+                        break;
+                    }
+                }
+            } else {
+                while let Some(m) = self.reader.next(&mut self.io).await {
+                    if matches!(m, Ok(Incoming::Close(_)) | Err(_)) {
+                        break;
+                    }
                 }
             }
             self.io.shutdown().await
