@@ -189,7 +189,7 @@ async fn persist_acks_every_message_and_measures_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_more_connections_than_open_files_allow() {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgchat-bench"))
+    let out = tokio::process::Command::new(bench_binary())
         .args(["--jwt-secret", JWT_SECRET, "connect", "-n", "25000"])
         .output()
         .await

@@ -72,8 +72,10 @@ impl Decoder {
         let Some(h) = Header::parse(buf) else {
             return Ok(None);
         };
-        // Within the budget checked above, so it fits in memory.
-        let end = h.len + h.payload_len as usize;
+        // Past a limit of usize::MAX only a length that fits in no memory is left.
+        let Some(end) = h.frame_len() else {
+            return Err(FrameError::TooBig(self.max_message));
+        };
         if buf.len() < end {
             return Ok(None);
         }

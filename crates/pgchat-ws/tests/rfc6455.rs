@@ -189,6 +189,13 @@ fn an_oversized_frame_is_refused_from_its_length_alone() {
     assert_eq!(decode_all(999, &huge), vec![Err(FrameError::TooBig(999))]);
     // Within the limit, the same header waits for the rest.
     assert_eq!(decode_all(1000, &short), vec![]);
+    // With no limit at all, a length that fits in no memory is still too big (found by
+    // the fuzzer: the header's and the payload's lengths overflowed when added).
+    let mut endless = vec![0x82, 0xFF];
+    endless.extend_from_slice(&u64::MAX.to_be_bytes());
+    endless.extend_from_slice(&MASK);
+    let got = decode_with(Decoder::new(Role::Server, usize::MAX), &endless);
+    assert_eq!(got, vec![Err(FrameError::TooBig(usize::MAX))]);
 }
 
 #[test]
