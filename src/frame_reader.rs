@@ -1,5 +1,6 @@
-//! Reads client-to-server WebSocket frames (RFC 6455 §5) and holds no memory while
-//! the connection is idle.
+//! Reads client-to-server WebSocket frames off the socket and holds no memory while
+//! the connection is idle. The rules of RFC 6455 are the codec's ([`pgchat_ws::Decoder`]);
+//! this module is the socket-facing part.
 //!
 //! tungstenite kept a 512-byte read buffer (grown to the largest frame, and zero-filled
 //! on every read) plus two boxed wakers for every connection. Here a read lands in a
@@ -10,21 +11,13 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use pgchat_ws::{Decoder, FrameError, Role};
 use tokio::io::{AsyncRead, ReadBuf};
+
+pub use pgchat_ws::Incoming;
 
 /// Bytes taken from the socket per read.
 const READ_CHUNK: usize = 2048;
-
-/// One complete message or control frame from the client.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
-    Text(String),
-    Binary,
-    Ping(Vec<u8>),
-    Pong,
-    /// The peer's close code, if it sent one.
-    Close(Option<u16>),
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -41,21 +34,20 @@ pub enum ReadError {
     InvalidUtf8,
 }
 
+impl From<FrameError> for ReadError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooBig(max) => ReadError::TooBig(max),
+            FrameError::Protocol(why) => ReadError::Protocol(why),
+            FrameError::InvalidUtf8 => ReadError::InvalidUtf8,
+        }
+    }
+}
+
 pub struct FrameReader {
     /// Received bytes not yet parsed; empty (unallocated) between frames.
     pending: Vec<u8>,
-    /// A fragmented message being reassembled: (is text, payload so far).
-    message: Option<(bool, Vec<u8>)>,
-    max_message: usize,
-}
-
-/// A parsed frame header.
-struct Header {
-    fin: bool,
-    opcode: u8,
-    mask: [u8; 4],
-    header_len: usize,
-    payload_len: usize,
+    decoder: Decoder,
 }
 
 impl FrameReader {
@@ -63,8 +55,7 @@ impl FrameReader {
     pub fn new(max_message: usize, early: Vec<u8>) -> Self {
         Self {
             pending: early,
-            message: None,
-            max_message,
+            decoder: Decoder::new(Role::Server, max_message),
         }
     }
 
@@ -79,7 +70,7 @@ impl FrameReader {
             match self.parse() {
                 Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
                 Ok(None) => {}
-                Err(e) => return Poll::Ready(Some(Err(e))),
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
             let mut chunk = [0u8; READ_CHUNK];
             let mut buf = ReadBuf::new(&mut chunk);
@@ -101,72 +92,14 @@ impl FrameReader {
     }
 
     /// Takes complete frames off `pending` until one finishes a message.
-    fn parse(&mut self) -> Result<Option<Incoming>, ReadError> {
-        loop {
-            let Some(h) = self.header()? else {
-                return Ok(None);
-            };
-            let end = h.header_len + h.payload_len;
-            if self.pending.len() < end {
-                return Ok(None);
-            }
-            let mut payload = self.pending[h.header_len..end].to_vec();
-            unmask(&mut payload, h.mask);
-            self.consume(end);
-            if let Some(done) = self.on_frame(h.fin, h.opcode, payload)? {
-                return Ok(Some(done));
+    fn parse(&mut self) -> Result<Option<Incoming>, FrameError> {
+        while let Some((used, finished)) = self.decoder.decode(&mut self.pending)? {
+            self.consume(used);
+            if finished.is_some() {
+                return Ok(finished);
             }
         }
-    }
-
-    fn header(&self) -> Result<Option<Header>, ReadError> {
-        let b = &self.pending;
-        if b.len() < 2 {
-            return Ok(None);
-        }
-        if b[0] & 0x70 != 0 {
-            return Err(ReadError::Protocol(
-                "reserved bits set without an extension",
-            ));
-        }
-        if b[1] & 0x80 == 0 {
-            return Err(ReadError::Protocol("client frames must be masked"));
-        }
-        let (len_bytes, len) = match b[1] & 0x7F {
-            126 if b.len() >= 4 => (2, u64::from(u16::from_be_bytes([b[2], b[3]]))),
-            127 if b.len() >= 10 => {
-                let mut n = [0u8; 8];
-                n.copy_from_slice(&b[2..10]);
-                (8, u64::from_be_bytes(n))
-            }
-            126 | 127 => return Ok(None),
-            n => (0, u64::from(n)),
-        };
-        let opcode = b[0] & 0x0F;
-        let fin = b[0] & 0x80 != 0;
-        if opcode >= 0x8 && (!fin || len > 125) {
-            return Err(ReadError::Protocol(
-                "control frames are short and unfragmented",
-            ));
-        }
-        // Refused from the header alone: an oversized frame is never buffered.
-        let so_far = self.message.as_ref().map_or(0, |(_, m)| m.len() as u64);
-        if len.saturating_add(so_far) > self.max_message as u64 {
-            return Err(ReadError::TooBig(self.max_message));
-        }
-        let header_len = 2 + len_bytes + 4;
-        if b.len() < header_len {
-            return Ok(None);
-        }
-        let mut mask = [0u8; 4];
-        mask.copy_from_slice(&b[header_len - 4..header_len]);
-        Ok(Some(Header {
-            fin,
-            opcode,
-            mask,
-            header_len,
-            payload_len: len as usize,
-        }))
+        Ok(None)
     }
 
     /// Drops `n` parsed bytes; an empty buffer gives its memory back.
@@ -177,71 +110,6 @@ impl FrameReader {
             self.pending.drain(..n);
         }
     }
-
-    fn on_frame(
-        &mut self,
-        fin: bool,
-        opcode: u8,
-        payload: Vec<u8>,
-    ) -> Result<Option<Incoming>, ReadError> {
-        let (is_text, whole) = match opcode {
-            0x1 | 0x2 => {
-                if self.message.is_some() {
-                    return Err(ReadError::Protocol("new message before the last one ended"));
-                }
-                if !fin {
-                    self.message = Some((opcode == 0x1, payload));
-                    return Ok(None);
-                }
-                (opcode == 0x1, payload)
-            }
-            0x0 => {
-                let Some((is_text, mut so_far)) = self.message.take() else {
-                    return Err(ReadError::Protocol("continuation without a message"));
-                };
-                so_far.extend_from_slice(&payload);
-                if !fin {
-                    self.message = Some((is_text, so_far));
-                    return Ok(None);
-                }
-                (is_text, so_far)
-            }
-            0x8 => return close_code(&payload).map(|code| Some(Incoming::Close(code))),
-            0x9 => return Ok(Some(Incoming::Ping(payload))),
-            0xA => return Ok(Some(Incoming::Pong)),
-            _ => return Err(ReadError::Protocol("unknown opcode")),
-        };
-        if !is_text {
-            return Ok(Some(Incoming::Binary));
-        }
-        String::from_utf8(whole)
-            .map(|text| Some(Incoming::Text(text)))
-            .map_err(|_| ReadError::InvalidUtf8)
-    }
-}
-
-/// The code of a client's Close frame (RFC 6455 §5.5.1, §7.4): none for an empty
-/// payload; otherwise a code that may be sent on the wire, then a UTF-8 reason.
-fn close_code(payload: &[u8]) -> Result<Option<u16>, ReadError> {
-    match payload {
-        [] => Ok(None),
-        [_] => Err(ReadError::Protocol("a close payload of one byte")),
-        [a, b, reason @ ..] => {
-            let code = u16::from_be_bytes([*a, *b]);
-            if !crate::protocol::close::may_be_sent(code) {
-                return Err(ReadError::Protocol("a close code that may not be sent"));
-            }
-            std::str::from_utf8(reason)
-                .map_err(|_| ReadError::Protocol("a close reason that is not UTF-8"))?;
-            Ok(Some(code))
-        }
-    }
-}
-
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= mask[i & 3];
-    }
 }
 
 #[cfg(test)]
@@ -249,7 +117,7 @@ mod tests {
     use super::*;
 
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        crate::frame_writer::masked_frame(opcode, fin, payload, [0x11, 0x22, 0x33, 0x44])
+        pgchat_ws::masked_frame(opcode, fin, payload, [0x11, 0x22, 0x33, 0x44])
     }
 
     fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<Incoming, String>> {
@@ -269,7 +137,6 @@ mod tests {
             }
         }
     }
-
     #[test]
     fn frames_of_every_length_form_and_fragments() {
         let big = "é".repeat(40_000); // 80,000 bytes: the 64-bit length form

@@ -2,7 +2,8 @@
 //! written by pgchat's own writer never interleave; large frames (64-bit length form,
 //! many partial writes) arrive whole; the server pings on its interval. Close frames
 //! are validated, the upgrade wants version 13, and a session ended in the middle of a
-//! frame finishes that frame before its Close (issue 11, point 10).
+//! frame finishes that frame before its Close (issue 11, point 10). A ping never counts
+//! against the message size limit (issue 12).
 mod common;
 #[path = "common/raw_ws.rs"]
 mod raw_ws;
@@ -145,6 +146,43 @@ async fn protocol_violations_close_with_1002_and_bad_text_with_1007() {
     assert_eq!(
         (pong["type"].as_str(), pong["ref"].as_str()),
         (Some("pong"), Some("frag"))
+    );
+}
+
+/// RFC 6455 §5.5: control frames have a limit of their own (125 bytes) and never count
+/// against MAX_FRAME_BYTES. A ping of the largest size, sent while a message that ends
+/// exactly at the limit is half received, is answered at once, and the message is too.
+#[tokio::test]
+async fn a_ping_inside_a_message_at_the_size_limit_is_answered() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+    let db = common::TestDb::new().await;
+    let (alice, _) = db.signup("alice@example.com", "Alice").await;
+    let server = TestServer::start(&db, &[("MAX_FRAME_BYTES", "1024")]).await;
+    let mut a = Client::authed(&server.url(), alice).await;
+
+    let mut text = br#"{"type":"ping","ref":"edge"}"#.to_vec();
+    text.resize(1024, b' '); // JSON allows the trailing spaces
+    let (head, tail) = text.split_at(1000);
+    let first = Frame::message(head.to_vec(), OpCode::Data(Data::Text), false);
+    a.ws.send(Message::Frame(first)).await.unwrap();
+    let ping = vec![b'p'; 125];
+    a.ws.send(Message::Ping(ping.clone().into())).await.unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(10), a.ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("open")
+        .expect("well-formed");
+    assert_eq!(pong, Message::Pong(ping.into()), "answered mid-message");
+
+    let rest = Frame::message(tail.to_vec(), OpCode::Data(Data::Continue), true);
+    a.ws.send(Message::Frame(rest)).await.unwrap();
+    let reply = a.recv().await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["ref"].as_str()),
+        (Some("pong"), Some("edge")),
+        "{reply}"
     );
 }
 

@@ -75,12 +75,9 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4003;
     pub const IDLE_TIMEOUT: u16 = 4004;
 
-    /// Whether `code` may appear in a Close frame on the wire (RFC 6455 §7.4): not
-    /// below 1000, not 1004–1006 or 1015 (reserved, or only for an endpoint's own
-    /// reports), not 1016–2999 (unassigned), not 5000 or more.
-    pub fn may_be_sent(code: u16) -> bool {
-        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-    }
+    /// Whether `code` may appear in a Close frame on the wire (RFC 6455 §7.4); the
+    /// frame codec's rule, which the reader applies to the peer's Close too.
+    pub use pgchat_ws::may_be_sent;
 }
 
 /// The error codes as the browser SDK loads them: one source for the daemon and the UI.

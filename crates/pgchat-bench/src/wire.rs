@@ -6,10 +6,12 @@
 //! reply listing 5,000 online users, every later read cleared ~200 KB, and the bench
 //! spent 43 % of its CPU in `memset` — measuring itself instead of the server. This
 //! reader keeps a fixed buffer (grown only while a bigger frame is in it) and reads
-//! into it without clearing.
+//! into it without clearing. Frames are parsed and checked by the daemon's own codec
+//! ([`pgchat_ws`]), in the client's role.
 
 use anyhow::{bail, Context};
 use base64::Engine;
+use pgchat_ws::{Decoder, Header, Incoming, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -17,6 +19,10 @@ use tokio::net::TcpStream;
 const READ_BUFFER: usize = 8192;
 /// The longest handshake response accepted.
 const MAX_RESPONSE_HEAD: usize = 8192;
+/// The largest message accepted from the server: far above any `joined` reply.
+const MAX_MESSAGE: usize = 64 << 20;
+/// The code reported for a Close frame that carries none (RFC 6455 §7.1.5).
+const NO_STATUS: u16 = 1005;
 
 /// One complete message or control frame from the server.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,8 +41,8 @@ pub struct Wire {
     /// Unparsed bytes are `buf[start..end]`.
     start: usize,
     end: usize,
-    /// A fragmented message being reassembled.
-    partial: Option<Vec<u8>>,
+    /// The codec's rules for a server's frames, and a fragmented message so far.
+    decoder: Decoder,
     mask_state: u32,
 }
 
@@ -66,7 +72,7 @@ impl Wire {
             buf: vec![0; READ_BUFFER],
             start: 0,
             end: 0,
-            partial: None,
+            decoder: Decoder::new(Role::Client, MAX_MESSAGE),
             mask_state: (seed as u32) | 1,
         };
         let head_len = loop {
@@ -116,23 +122,23 @@ impl Wire {
 
     /// Sends one text frame, masked as RFC 6455 requires of clients.
     pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
-        self.send(0x1, text.as_bytes()).await
+        self.send(pgchat_ws::TEXT, text.as_bytes()).await
     }
 
     pub async fn send_pong(&mut self, payload: &[u8]) -> anyhow::Result<()> {
-        self.send(0xA, payload).await
+        self.send(pgchat_ws::PONG, payload).await
     }
 
     /// Sends a close frame (normal closure) and stops writing.
     pub async fn close(&mut self) -> anyhow::Result<()> {
-        self.send(0x8, &1000u16.to_be_bytes()).await?;
+        self.send(pgchat_ws::CLOSE, &1000u16.to_be_bytes()).await?;
         self.stream.shutdown().await?;
         Ok(())
     }
 
     async fn send(&mut self, opcode: u8, payload: &[u8]) -> anyhow::Result<()> {
         let mask = self.next_mask();
-        let frame = pgchat::frame_writer::masked_frame(opcode, true, payload, mask);
+        let frame = pgchat_ws::masked_frame(opcode, true, payload, mask);
         self.stream.write_all(&frame).await?;
         Ok(())
     }
@@ -167,17 +173,14 @@ impl Wire {
         }
     }
 
-    /// Takes one frame from the buffer if it is complete.
+    /// Takes one message or control frame from the buffer if it is complete.
     fn parse(&mut self) -> anyhow::Result<Option<Frame>> {
         loop {
-            let data = &self.buf[self.start..self.end];
-            let Some((header_len, payload_len)) = header(data)? else {
-                return Ok(None);
-            };
-            if data.len() < header_len + payload_len {
+            let data = &mut self.buf[self.start..self.end];
+            let Some((used, finished)) = self.decoder.decode(data)? else {
                 // Grow up front for a large frame, so it is read in few calls.
-                let needed = header_len + payload_len;
-                if needed > self.buf.len() - self.start {
+                let needed = Header::parse(data).and_then(|h| h.frame_len());
+                if let Some(needed) = needed.filter(|n| *n > self.buf.len() - self.start) {
                     let len = self.end - self.start;
                     self.buf.copy_within(self.start..self.end, 0);
                     self.start = 0;
@@ -187,91 +190,21 @@ impl Wire {
                     }
                 }
                 return Ok(None);
-            }
-            let fin = data[0] & 0x80 != 0;
-            let opcode = data[0] & 0x0F;
-            let payload = &data[header_len..header_len + payload_len];
-            let frame = match opcode {
-                0x1 | 0x2 if !fin => {
-                    self.partial = Some(payload.to_vec());
-                    None
-                }
-                0x0 => {
-                    let Some(partial) = self.partial.as_mut() else {
-                        bail!("continuation frame without a message");
-                    };
-                    partial.extend_from_slice(payload);
-                    if fin {
-                        let whole = self.partial.take().unwrap_or_default();
-                        Some(Frame::Text(
-                            String::from_utf8(whole).context("text message is not UTF-8")?,
-                        ))
-                    } else {
-                        None
-                    }
-                }
-                0x1 => Some(Frame::Text(
-                    std::str::from_utf8(payload)
-                        .context("text frame is not UTF-8")?
-                        .to_owned(),
-                )),
-                0x2 => Some(Frame::Binary),
-                0x8 => Some(Frame::Close(match payload {
-                    [a, b, ..] => u16::from_be_bytes([*a, *b]),
-                    _ => 1005,
-                })),
-                0x9 => Some(Frame::Ping(payload.to_vec())),
-                0xA => Some(Frame::Pong),
-                other => bail!("unknown opcode {other:#x}"),
             };
-            self.start += header_len + payload_len;
-            if let Some(frame) = frame {
-                return Ok(Some(frame));
+            self.start += used;
+            if let Some(message) = finished {
+                return Ok(Some(match message {
+                    Incoming::Text(text) => Frame::Text(text),
+                    Incoming::Binary => Frame::Binary,
+                    Incoming::Ping(payload) => Frame::Ping(payload),
+                    Incoming::Pong => Frame::Pong,
+                    Incoming::Close(code) => Frame::Close(code.unwrap_or(NO_STATUS)),
+                }));
             }
         }
     }
-}
-
-/// Header length and payload length of the frame at the start of `data`, once the
-/// header is complete. Server frames must not be masked.
-fn header(data: &[u8]) -> anyhow::Result<Option<(usize, usize)>> {
-    if data.len() < 2 {
-        return Ok(None);
-    }
-    if data[1] & 0x80 != 0 {
-        bail!("the server sent a masked frame");
-    }
-    let (header_len, len) = match data[1] & 0x7F {
-        126 if data.len() >= 4 => (4, u16::from_be_bytes([data[2], data[3]]) as u64),
-        127 if data.len() >= 10 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&data[2..10]);
-            (10, u64::from_be_bytes(b))
-        }
-        126 | 127 => return Ok(None),
-        n => (2, u64::from(n)),
-    };
-    let len = usize::try_from(len).context("frame too large")?;
-    Ok(Some((header_len, len)))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_of_each_length_form() {
-        assert_eq!(header(&[0x81]).unwrap(), None);
-        assert_eq!(header(&[0x81, 5]).unwrap(), Some((2, 5)));
-        assert_eq!(header(&[0x81, 126, 1]).unwrap(), None);
-        assert_eq!(header(&[0x81, 126, 1, 0]).unwrap(), Some((4, 256)));
-        let mut long = vec![0x81, 127];
-        long.extend_from_slice(&70_000u64.to_be_bytes());
-        assert_eq!(header(&long).unwrap(), Some((10, 70_000)));
-        assert!(header(&[0x81, 0x85]).is_err(), "masked server frame");
-    }
 }
