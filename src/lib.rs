@@ -9,7 +9,7 @@
 //! - [`admission`] connection slots: the unauthenticated pool, per-address caps, proxies
 //! - [`auth`]      JWT verification with PostgREST's rules; token minting
 //! - [`db`]        the pool and the "run as this user" transaction
-//! - [`migrate`]   the embedded `sql/` files, applied in order, idempotently
+//! - [`migrate`]   the embedded `sql/` migrations (once each) and definitions (re-run)
 //! - [`protocol`]  client and server frames: parsing, validation, serialisation
 //! - [`session`]   one connection: the event loop, deadlines, batched writes
 //! - `commands`    what each client frame does, as the user

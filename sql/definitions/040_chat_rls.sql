@@ -2,9 +2,7 @@
 -- members; members post only as themselves; a member changes only their own row.
 -- Non-members get empty results, never an error that reveals another room.
 
-alter table api.chat_rooms    enable row level security;
-alter table api.room_members  enable row level security;
-alter table api.chat_messages enable row level security;
+-- Row level security is enabled on the tables by migration 0001.
 
 revoke all on api.chat_rooms, api.room_members, api.chat_messages from anon, authenticated;
 revoke all on api.my_chat_rooms from anon, authenticated;
