@@ -31,6 +31,17 @@ pub fn sql_files() -> Vec<(String, &'static str)> {
     migrations.chain(definitions).collect()
 }
 
+/// Applies the pending migrations of `migrations` (`migrate` passes the embedded
+/// ones) and returns their names. Public so that tests can apply a list with entries
+/// of their own; it takes no lock.
+pub async fn apply_migrations(
+    client: &Client,
+    migrations: &'static [Migration],
+) -> Result<Vec<&'static str>, MigrateError> {
+    runner::ensure_bookkeeping(client).await?;
+    runner::apply_migrations(client, migrations).await
+}
+
 /// Arbitrary constant key for `pg_advisory_lock`; "pgchat" in ASCII.
 const MIGRATION_LOCK: i64 = 0x7067_6368_6174;
 
@@ -127,9 +138,8 @@ async fn apply_all(
     client: &Client,
     settings: &DatabaseSettings,
 ) -> Result<MigrateReport, MigrateError> {
-    runner::ensure_bookkeeping(client).await?;
     let mut report = MigrateReport {
-        applied: runner::apply_migrations(client, MIGRATIONS).await?,
+        applied: apply_migrations(client, MIGRATIONS).await?,
         ..MigrateReport::default()
     };
     // The settings tables exist once the migrations ran; the key is written before the

@@ -3,6 +3,7 @@
 //! SQL exactly in PostgREST's transaction context.
 #![allow(dead_code)]
 
+pub mod catalog;
 pub mod child;
 pub mod postgrest;
 pub mod private_cluster;
