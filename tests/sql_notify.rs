@@ -195,14 +195,21 @@ async fn every_change_rings_a_doorbell_with_ids_only_and_reads_back_from_the_str
         kinds,
         [
             (start + 4, "read"),
-            (start + 5, "deleted"),
+            (start + 5, "message"),
             (start + 6, "left")
         ],
-        "the edited message was deleted since; bob's join was followed by his leave"
+        "the edited message was deleted since (softly: its current state, once); bob's join \
+         was followed by his leave"
     );
     assert_eq!(changes[0].2, Some(1));
     assert_eq!(changes[0].3, Some(bob));
-    assert_eq!(changes[1].4.as_ref().unwrap()["id"], sent["id"]);
+    let deleted = changes[1].4.as_ref().unwrap();
+    assert_eq!(deleted["id"], sent["id"]);
+    assert_eq!(deleted["seq"], 1);
+    assert_eq!(deleted["message"], "");
+    assert!(deleted["deleted_at"].is_string(), "{deleted}");
+    assert!(deleted["edited_at"].is_string(), "{deleted}");
+    assert_eq!(deleted["deleted_by"], Value::Null, "deleted in plain SQL, by nobody");
 
     // A stranger's LISTEN heard the same doorbells and learned no text and no user id.
     // (It stops at the sentinel rung above first, then at its own.)
