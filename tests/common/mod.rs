@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod child;
+pub mod doorbell;
 pub mod postgrest;
 pub mod private_cluster;
 pub mod server;
