@@ -13,7 +13,7 @@
 //! - [`admission`] connection slots: the unauthenticated pool, per-address caps, proxies
 //! - [`auth`]      JWT verification with PostgREST's rules; token minting
 //! - [`db`]        the pool and the "run as this user" transaction
-//! - [`migrate`]   the embedded `sql/` files, applied in order, idempotently
+//! - [`migrate`]   the embedded `sql/` migrations (once each) and definitions (re-run)
 //! - [`protocol`]  client and server frames: parsing, validation, serialisation
 //! - [`app`]       the shared state every connection and task reads
 //! - [`chat`]      the chat core: what each request does, for any transport

@@ -86,8 +86,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let report =
                 pgchat::migrate::migrate(config.admin_url(), &database_settings(&config)?).await?;
             println!(
-                "migrated: {} file(s) applied{}",
+                "migrated: {} migration(s) applied{}{}",
                 report.applied.len(),
+                if report.definitions_applied {
+                    ", definitions re-applied"
+                } else {
+                    ""
+                },
                 if report.settings_changed {
                     ", settings updated"
                 } else {

@@ -1,41 +1,46 @@
-//! `pgchat migrate`: applies the SQL files embedded in the binary, in order, and writes
-//! the settings SQL reads (the token signing key, the NOTIFY channel) into private
-//! tables.
+//! `pgchat migrate`: brings the database to this release's schema and writes the
+//! settings SQL reads (the token signing key, the NOTIFY channel) into private tables.
 //!
-//! Every file is idempotent, and each applied file is recorded with its checksum, so a
-//! second run applies nothing and changes nothing. A changed file is applied again.
-//! Concurrent migrations (several daemons starting at once) serialise on an advisory lock.
+//! The schema is two kinds of embedded files (found by `build.rs`): numbered, forward-only
+//! migrations (`sql/migrations`), each applied once in its own transaction and recorded
+//! with a checksum, and re-runnable definitions (`sql/definitions`: functions, views,
+//! policies, grants), applied again whenever one of them changed or a migration ran. A
+//! second run changes nothing. Concurrent runs (several daemons starting at once)
+//! serialise on an advisory lock. A run that changed the schema ends with
+//! `NOTIFY pgrst, 'reload schema'`, so PostgREST serves new functions at once.
 
+mod files;
+mod runner;
 mod settings;
 
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{Config, ConfigError};
 
-/// The files of `sql/`, in the order they apply.
-pub const SQL_FILES: &[(&str, &str)] = &[
-    ("000_roles.sql", include_str!("../sql/000_roles.sql")),
-    ("005_settings.sql", include_str!("../sql/005_settings.sql")),
-    ("010_auth.sql", include_str!("../sql/010_auth.sql")),
-    (
-        "020_chat_schema.sql",
-        include_str!("../sql/020_chat_schema.sql"),
-    ),
-    ("030_chat_rpc.sql", include_str!("../sql/030_chat_rpc.sql")),
-    ("040_chat_rls.sql", include_str!("../sql/040_chat_rls.sql")),
-    ("050_notify.sql", include_str!("../sql/050_notify.sql")),
-    ("060_presence.sql", include_str!("../sql/060_presence.sql")),
-    (
-        "070_daemon_grants.sql",
-        include_str!("../sql/070_daemon_grants.sql"),
-    ),
-];
+pub use files::{Definition, Migration, DEFINITIONS, MIGRATIONS};
 
-/// The file that creates the settings tables. migrate writes the settings as soon as
-/// it is in place, before the files that read them, and removes the legacy database
-/// settings only after the last file: during an upgrade, the old `token_for` always
-/// finds its setting and the new one its key.
-const SETTINGS_FILE: &str = "005_settings.sql";
+/// Every embedded file as (path under `sql/`, text), migrations first: what a change
+/// of schema is (the test harness names its template databases by it).
+pub fn sql_files() -> Vec<(String, &'static str)> {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|m| (format!("migrations/{}", m.name), m.sql));
+    let definitions = DEFINITIONS
+        .iter()
+        .map(|d| (format!("definitions/{}", d.name), d.sql));
+    migrations.chain(definitions).collect()
+}
+
+/// Applies the pending migrations of `migrations` (`migrate` passes the embedded
+/// ones) and returns their names. Public so that tests can apply a list with entries
+/// of their own; it takes no lock.
+pub async fn apply_migrations(
+    client: &Client,
+    migrations: &'static [Migration],
+) -> Result<Vec<&'static str>, MigrateError> {
+    runner::ensure_bookkeeping(client).await?;
+    runner::apply_migrations(client, migrations).await
+}
 
 /// Arbitrary constant key for `pg_advisory_lock`; "pgchat" in ASCII.
 const MIGRATION_LOCK: i64 = 0x7067_6368_6174;
@@ -48,12 +53,19 @@ pub enum MigrateError {
     Connect(#[source] tokio_postgres::Error),
     #[error("cannot create database {0}: {1}")]
     CreateDatabase(String, #[source] tokio_postgres::Error),
-    #[error("applying {file} failed: {source}")]
+    #[error("applying {file} failed: {}", db_error_text(source))]
     Apply {
         file: &'static str,
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("migration {file} differs from what was applied as {recorded}: a released migration is never edited; restore it and add a new one")]
+    Changed {
+        recorded: String,
+        file: &'static str,
+    },
+    #[error("the database is at migration {database}, newer than this release knows ({known}): run the newer release's migrate")]
+    DatabaseAhead { database: i32, known: i32 },
     #[error("storing the signing key and NOTIFY channel failed: {0}")]
     Settings(#[source] tokio_postgres::Error),
     #[error("database error: {0}")]
@@ -62,11 +74,21 @@ pub enum MigrateError {
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MigrateReport {
+    /// The migrations applied, in order.
     pub applied: Vec<&'static str>,
+    /// Whether the definitions were applied again.
+    pub definitions_applied: bool,
     pub settings_changed: bool,
 }
 
-/// What migrate writes besides the schema (sql/005_settings.sql). No `Debug`: it holds
+impl MigrateReport {
+    /// Whether the schema changed (and PostgREST was told to reload it).
+    pub fn schema_changed(&self) -> bool {
+        !self.applied.is_empty() || self.definitions_applied
+    }
+}
+
+/// What migrate writes besides the schema (tables of migration 0002). No `Debug`: it holds
 /// the signing key.
 #[derive(Clone)]
 pub struct DatabaseSettings {
@@ -122,58 +144,47 @@ async fn apply_all(
     client: &Client,
     settings: &DatabaseSettings,
 ) -> Result<MigrateReport, MigrateError> {
-    client
-        .batch_execute(
-            "create schema if not exists pgchat;
-             create table if not exists pgchat.migrations (
-               name text primary key,
-               checksum text not null,
-               applied_at timestamptz not null default now());
-             revoke all on pgchat.migrations from public;",
-        )
-        .await?;
-    let mut report = MigrateReport::default();
-    for (name, sql) in SQL_FILES {
-        if apply_file(client, name, sql).await? {
-            report.applied.push(name);
-        }
-        if *name == SETTINGS_FILE {
-            report.settings_changed = settings::write(client, settings)
-                .await
-                .map_err(MigrateError::Settings)?;
-        }
-    }
+    let mut report = MigrateReport {
+        applied: apply_migrations(client, MIGRATIONS).await?,
+        ..MigrateReport::default()
+    };
+    // The settings tables exist once the migrations ran; the key is written before the
+    // definitions whose token_for reads it. The legacy database settings go only after
+    // them: during an upgrade the old token_for always finds its setting, the new one
+    // its key.
+    report.settings_changed = settings::write(client, settings)
+        .await
+        .map_err(MigrateError::Settings)?;
+    report.definitions_applied =
+        runner::apply_definitions(client, DEFINITIONS, !report.applied.is_empty()).await?;
     report.settings_changed |= settings::reset_legacy(client)
         .await
         .map_err(MigrateError::Settings)?;
+    if report.schema_changed() {
+        // PostgREST's recommended signal after a migration, so new RPCs do not 404.
+        // pgchat's only use of PostgREST's channel.
+        client
+            .batch_execute("notify pgrst, 'reload schema'")
+            .await?;
+    }
     Ok(report)
 }
 
-/// Applies one file in its own transaction unless it is recorded with this checksum.
-/// Returns whether it applied it.
-async fn apply_file(client: &Client, name: &'static str, sql: &str) -> Result<bool, MigrateError> {
-    let current: Option<String> = client
-        .query_opt(
-            "select checksum from pgchat.migrations where name = $1",
-            &[&name],
-        )
-        .await?
-        .map(|row| row.get(0));
-    let wanted: String = client.query_one("select md5($1)", &[&sql]).await?.get(0);
-    if current.as_deref() == Some(wanted.as_str()) {
-        return Ok(false);
+/// The server's message with its detail and position, in one line.
+fn db_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            if let Some(w) = db.where_() {
+                text.push_str(&format!(" [{}]", w.replace('\n', "; ")));
+            }
+            text
+        }
+        None => e.to_string(),
     }
-    let apply = format!(
-        "begin;\n{sql}\n;\ninsert into pgchat.migrations (name, checksum) values ({}, {})
-         on conflict (name) do update set checksum = excluded.checksum, applied_at = now();\ncommit;",
-        quote_literal(name),
-        quote_literal(&wanted)
-    );
-    if let Err(source) = client.batch_execute(&apply).await {
-        let _ = client.batch_execute("rollback").await;
-        return Err(MigrateError::Apply { file: name, source });
-    }
-    Ok(true)
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Result<Client, MigrateError> {

@@ -1,84 +1,19 @@
-//! `pgchat migrate` run twice changes nothing, and every SQL file is idempotent on its
-//! own (applied raw, twice in a row). Changes are detected with a catalog fingerprint:
-//! definitions, privileges, policies, triggers and settings of everything pgchat owns.
-//! A database at the previous release (tests/fixtures/previous_release) upgrades.
+//! The migration runner: forward-only migrations applied once each and recorded with a
+//! checksum, re-runnable definitions, a second run that changes nothing, concurrent runs
+//! serialised, one transaction per migration unless a migration says otherwise, and
+//! PostgREST told to reload its schema cache. (The upgrade from v0.1.0 is
+//! tests/migrate_upgrade.rs.)
 
 mod common;
 
-#[allow(dead_code)]
-#[path = "fixtures/previous_release/migrate.rs"]
-mod previous_release;
+use std::time::Duration;
 
-use pgchat::migrate::{migrate, DatabaseSettings, SQL_FILES};
-
-const FINGERPRINT: &str = r#"
-select string_agg(line, E'\n' order by line) from (
-  select format('proc %s.%s(%s) %s acl=%s', n.nspname, p.proname,
-                pg_get_function_identity_arguments(p.oid), md5(pg_get_functiondef(p.oid)),
-                coalesce(p.proacl::text, 'default')) as line
-    from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-   where n.nspname in ('api', 'private', 'pgchat')
-  union all
-  select format('class %s.%s %s rls=%s force=%s opts=%s acl=%s persistence=%s',
-                n.nspname, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
-                c.reloptions, coalesce(c.relacl::text, 'default'), c.relpersistence)
-    from pg_class c join pg_namespace n on n.oid = c.relnamespace
-   where n.nspname in ('api', 'private', 'pgchat')
-  union all
-  select format('column %s.%s %s notnull=%s default=%s identity=%s acl=%s',
-                a.attrelid::regclass, a.attname, format_type(a.atttypid, a.atttypmod),
-                a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attacl)
-    from pg_attribute a
-    join pg_class c on c.oid = a.attrelid
-    join pg_namespace n on n.oid = c.relnamespace
-    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
-   where n.nspname in ('api', 'private', 'pgchat') and a.attnum > 0 and not a.attisdropped
-  union all
-  select format('constraint %s %s %s', co.conrelid::regclass, co.conname,
-                pg_get_constraintdef(co.oid))
-    from pg_constraint co join pg_namespace n on n.oid = co.connamespace
-   where n.nspname in ('api', 'private', 'pgchat')
-  union all
-  select format('index %s', indexdef) from pg_indexes
-   where schemaname in ('api', 'private', 'pgchat')
-  union all
-  select format('view %s.%s %s', schemaname, viewname, md5(definition)) from pg_views
-   where schemaname in ('api', 'private', 'pgchat')
-  union all
-  select format('policy %s %s cmd=%s permissive=%s roles=%s using=%s check=%s',
-                po.polrelid::regclass, po.polname, po.polcmd, po.polpermissive,
-                po.polroles::regrole[], pg_get_expr(po.polqual, po.polrelid),
-                pg_get_expr(po.polwithcheck, po.polrelid))
-    from pg_policy po
-  union all
-  select format('trigger %s enabled=%s', pg_get_triggerdef(t.oid), t.tgenabled)
-    from pg_trigger t where not t.tgisinternal
-  union all
-  select format('schema %s acl=%s', nspname, coalesce(nspacl::text, 'default'))
-    from pg_namespace where nspname in ('api', 'private', 'pgchat', 'public')
-  union all
-  select format('default acl %s %s %s %s', defaclrole::regrole, defaclnamespace::regnamespace,
-                defaclobjtype, defaclacl)
-    from pg_default_acl
-  union all
-  select format('extension %s %s', extname, extversion) from pg_extension
-  union all
-  select format('setting %s', cfg)
-    from pg_db_role_setting s, unnest(s.setconfig) cfg
-   where s.setdatabase = (select oid from pg_database where datname = current_database())
-  union all
-  select format('jwt key kid=%s alg=%s secret=%s active=%s', kid, alg, md5(secret), active)
-    from private.jwt_keys
-  union all
-  select format('settings notify_channel=%s', notify_channel) from private.settings
-  union all
-  select format('role %s login=%s inherit=%s member_of=%s', r.rolname, r.rolcanlogin,
-                r.rolinherit,
-                (select array_agg(m.roleid::regrole order by m.roleid::regrole::text)
-                   from pg_auth_members m where m.member = r.oid))
-    from pg_roles r where r.rolname in ('anon', 'authenticated', 'authenticator')
-) lines
-"#;
+use common::catalog::fingerprint;
+use pgchat::migrate::{
+    apply_migrations, migrate, DatabaseSettings, MigrateError, Migration, DEFINITIONS, MIGRATIONS,
+};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
 
 fn settings(secret: &str) -> DatabaseSettings {
     DatabaseSettings {
@@ -89,12 +24,16 @@ fn settings(secret: &str) -> DatabaseSettings {
 }
 
 /// A database of our own, dropped at the end (TestDb's Drop does that by name).
-fn fresh_database(prefix: &str) -> common::TestDb {
+fn fresh_database(tag: &str) -> common::TestDb {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    let name = format!("{prefix}_{}_{nanos}", std::process::id());
+    let name = format!(
+        "{}_{tag}_{}_{nanos}",
+        common::db_prefix(),
+        std::process::id()
+    );
     common::TestDb {
         admin_url: common::with_db(&common::admin_url(), &name),
         authenticator_url: String::new(),
@@ -102,40 +41,76 @@ fn fresh_database(prefix: &str) -> common::TestDb {
     }
 }
 
-async fn fingerprint(db: &common::TestDb) -> String {
-    let admin = db.admin().await;
-    admin.query_one(FINGERPRINT, &[]).await.unwrap().get(0)
+async fn create_empty(db: &common::TestDb) {
+    let server = common::connect(&common::with_db(&common::admin_url(), "postgres")).await;
+    server
+        .batch_execute(&format!("create database \"{}\"", db.name))
+        .await
+        .unwrap();
 }
 
-async fn migrations_table(db: &common::TestDb) -> Vec<(String, String, String)> {
-    let admin = db.admin().await;
-    admin
+async fn bookkeeping(db: &common::TestDb) -> Vec<String> {
+    db.admin()
+        .await
         .query(
-            "select name, checksum, applied_at::text from pgchat.migrations order by name",
+            "select format('%s %s %s %s', version, name, checksum, applied_at)
+               from pgchat.schema_migrations
+             union all
+             select format('%s %s %s', name, checksum, applied_at) from pgchat.schema_definitions
+             order by 1",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| r.get(0))
         .collect()
 }
 
+/// Notifications on PostgREST's channel `pgrst`, heard by a connection of their own.
+async fn listen_pgrst(
+    db: &common::TestDb,
+) -> (tokio_postgres::Client, mpsc::UnboundedReceiver<String>) {
+    let (client, mut conn) = tokio_postgres::connect(&db.admin_url, NoTls).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let AsyncMessage::Notification(n) = msg {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    client.batch_execute("listen pgrst").await.unwrap();
+    (client, rx)
+}
+
+async fn next_payload(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a notification within 20 s")
+        .expect("listener alive")
+}
+
 #[tokio::test]
-async fn running_migrate_twice_is_a_no_op() {
-    let db = fresh_database("pgchat_migrate");
-    // The first run creates the database and applies every file, in order.
+async fn running_migrate_twice_is_a_no_op_and_pgrst_reloads_once() {
+    let db = fresh_database("migrate");
+    create_empty(&db).await;
+    let (listener, mut pgrst) = listen_pgrst(&db).await;
+
     let first = migrate(&db.admin_url, &settings(common::JWT_SECRET))
         .await
         .unwrap();
-    let all: Vec<&str> = SQL_FILES.iter().map(|(name, _)| *name).collect();
+    let all: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
     assert_eq!(first.applied, all);
+    assert!(first.definitions_applied);
     assert!(first.settings_changed);
+    assert_eq!(next_payload(&mut pgrst).await, "reload schema");
     let catalog = fingerprint(&db).await;
     for needle in [
         "class api.chat_messages r rls=t ",
         "policy api.chat_messages chat_messages_insert",
         "trigger CREATE TRIGGER chat_messages_notify",
+        "trigger CREATE TRIGGER chat_messages_soft_delete",
         "jwt key kid= alg=HS256 ",
         "settings notify_channel=pgchat",
         "role authenticator login=t inherit=f",
@@ -144,16 +119,23 @@ async fn running_migrate_twice_is_a_no_op() {
     }
     // Nothing is left in database settings, which every role can read.
     assert!(!catalog.contains("setting "), "{catalog}");
-    let recorded = migrations_table(&db).await;
-    assert_eq!(recorded.len(), SQL_FILES.len());
+    let recorded = bookkeeping(&db).await;
+    assert_eq!(recorded.len(), MIGRATIONS.len() + DEFINITIONS.len());
 
     let second = migrate(&db.admin_url, &settings(common::JWT_SECRET))
         .await
         .unwrap();
     assert!(second.applied.is_empty(), "{:?}", second.applied);
+    assert!(!second.definitions_applied);
     assert!(!second.settings_changed);
     assert_eq!(fingerprint(&db).await, catalog);
-    assert_eq!(migrations_table(&db).await, recorded);
+    assert_eq!(bookkeeping(&db).await, recorded);
+    // The no-op run told PostgREST nothing: the sentinel is the next notification.
+    listener
+        .batch_execute("notify pgrst, 'sentinel'")
+        .await
+        .unwrap();
+    assert_eq!(next_payload(&mut pgrst).await, "sentinel");
 
     // A new secret is a settings change only.
     let rotated = migrate(
@@ -162,7 +144,7 @@ async fn running_migrate_twice_is_a_no_op() {
     )
     .await
     .unwrap();
-    assert!(rotated.applied.is_empty());
+    assert!(rotated.applied.is_empty() && !rotated.definitions_applied);
     assert!(rotated.settings_changed);
     assert_ne!(fingerprint(&db).await, catalog);
 
@@ -178,31 +160,50 @@ async fn running_migrate_twice_is_a_no_op() {
     .unwrap();
     assert!(moved.applied.is_empty());
     assert!(moved.settings_changed);
-    let admin = db.admin().await;
-    let channel: String = admin
+    let channel: String = db
+        .admin()
+        .await
         .query_one("select pgchat.channel()", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(channel, "chat_events");
-}
 
-#[tokio::test]
-async fn every_sql_file_applies_twice_in_a_row() {
-    let db = fresh_database("pgchat_rawsql");
-    let server = common::connect(&common::with_db(&common::admin_url(), "postgres")).await;
-    server
-        .batch_execute(&format!("create database \"{}\"", db.name))
+    // A definition that changed (here: its record) is applied again, all of them at once.
+    db.admin()
+        .await
+        .batch_execute(
+            "update pgchat.schema_definitions set checksum = 'old' where name = '030_chat_rpc.sql'",
+        )
         .await
         .unwrap();
+    let redefined = migrate(&db.admin_url, &settings(common::JWT_SECRET))
+        .await
+        .unwrap();
+    assert!(redefined.applied.is_empty() && redefined.definitions_applied);
+    assert_eq!(next_payload(&mut pgrst).await, "reload schema");
+}
+
+/// Definitions are re-runnable: applied raw twice in a row (after the migrations), the
+/// second pass changes nothing in the catalog.
+#[tokio::test]
+async fn every_definition_applies_twice_in_a_row() {
+    let db = fresh_database("rawsql");
+    create_empty(&db).await;
     let admin = db.admin().await;
+    for m in MIGRATIONS {
+        admin
+            .batch_execute(m.sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:?}", m.name));
+    }
     let mut prints = Vec::new();
     for pass in 1..=2 {
-        for (name, sql) in SQL_FILES {
+        for d in DEFINITIONS {
             admin
-                .batch_execute(sql)
+                .batch_execute(d.sql)
                 .await
-                .unwrap_or_else(|e| panic!("pass {pass}: {name}: {e:?}"));
+                .unwrap_or_else(|e| panic!("pass {pass}: {}: {e:?}", d.name));
         }
         prints.push(fingerprint(&db).await);
     }
@@ -214,112 +215,176 @@ async fn every_sql_file_applies_twice_in_a_row() {
     }
 }
 
-/// Issue 11 points 0 and 3 on upgrade (SPEC §6.1: tested from a database at the
-/// previous release). That release kept the signing key and the channel in database
-/// settings, where every role reads them and every session shadows them. After today's
-/// migrate they are gone from there, and the users, passwords, tokens and messages
-/// the database held all still work.
+/// An applied migration whose file changed stops migrate with one clear line, and so
+/// does a database migrated by a newer release; neither changes anything.
 #[tokio::test]
-async fn a_database_at_the_previous_release_upgrades_and_loses_its_settings() {
-    let mut db = fresh_database(&format!("{}_upgrade", common::db_prefix()));
-    previous_release::migrate(
-        &db.admin_url,
-        &previous_release::DatabaseSettings {
-            jwt_secret: common::JWT_SECRET,
-            notify_channel: "pgchat",
-        },
-    )
-    .await
-    .unwrap();
-    db.authenticator_url = common::with_user_db(&common::admin_url(), "authenticator", &db.name);
-    let (alice, old_token) = db.signup("alice@example.com", "Alice").await;
-    let room = {
-        let pg = db.postgrest().await;
-        let room = pg.create_room(alice, "General").await;
-        pg.send(alice, room, "written before the upgrade").await;
-        room
-    };
-    let stranger = common::stranger::Stranger::new(&db).await;
-    let leaked: Option<String> = stranger
-        .connect()
+async fn an_edited_migration_or_a_newer_database_is_refused() {
+    let db = fresh_database("refuse");
+    migrate(&db.admin_url, &common::settings()).await.unwrap();
+    let admin = db.admin().await;
+    admin
+        .batch_execute("update pgchat.schema_migrations set checksum = 'edited' where version = 2")
         .await
-        .query_one("select current_setting('app.jwt_secret', true)", &[])
+        .unwrap();
+    let before = fingerprint(&db).await;
+    let err = migrate(&db.admin_url, &common::settings())
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        leaked.as_deref(),
-        Some(common::JWT_SECRET),
-        "the fixture is not the release that leaked the key"
+        .unwrap_err();
+    assert!(matches!(err, MigrateError::Changed { .. }), "{err:?}");
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.contains(MIGRATIONS[1].name) && line.contains("never edited"),
+        "{line}"
     );
+    assert_eq!(fingerprint(&db).await, before);
 
-    let report = migrate(&db.admin_url, &common::settings()).await.unwrap();
-    for file in ["005_settings.sql", "010_auth.sql", "050_notify.sql"] {
-        assert!(report.applied.contains(&file), "{:?}", report.applied);
+    admin
+        .batch_execute("delete from pgchat.schema_migrations where version = 2")
+        .await
+        .unwrap();
+    // Re-record version 2 as it really is, then pretend a newer release ran migration 99.
+    let real = &MIGRATIONS[1];
+    admin
+        .execute(
+            "insert into pgchat.schema_migrations (version, name, checksum, transactional)
+             values (2, $1, encode(sha256(convert_to($2, 'UTF8')), 'hex'), true),
+                    (99, '0099_future.sql', 'x', true)",
+            &[&real.name, &real.sql],
+        )
+        .await
+        .unwrap();
+    let err = migrate(&db.admin_url, &common::settings())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MigrateError::DatabaseAhead { database: 99, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("newer"), "{err}");
+    admin
+        .batch_execute("delete from pgchat.schema_migrations where version = 99")
+        .await
+        .unwrap();
+    let fine = migrate(&db.admin_url, &common::settings()).await.unwrap();
+    assert!(fine.applied.is_empty() && !fine.definitions_applied);
+}
+
+/// Several daemons started with `--migrate` at once: each migration applies once.
+#[tokio::test]
+async fn concurrent_migrate_runs_are_serialised() {
+    let db = fresh_database("concurrent");
+    create_empty(&db).await;
+    let settings = common::settings();
+    let runs =
+        futures_util::future::join_all((0..4).map(|_| migrate(&db.admin_url, &settings))).await;
+    let mut applied: Vec<&str> = Vec::new();
+    let mut defined = 0;
+    for run in runs {
+        let report = run.unwrap();
+        applied.extend(&report.applied);
+        defined += report.definitions_applied as usize;
     }
-    assert!(report.settings_changed);
+    applied.sort();
+    let all: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+    assert_eq!(applied, all, "each migration exactly once");
+    assert_eq!(defined, 1, "the definitions once");
+}
 
-    // Settings are read when a session starts: new sessions see what is left.
-    let s = stranger.connect().await;
-    let setting: Option<String> = s
-        .query_one("select current_setting('app.jwt_secret', true)", &[])
+/// One transaction per migration: a failing one leaves nothing of itself, and the ones
+/// before it stay applied. A migration declared non-transactional runs statement by
+/// statement, so `CREATE INDEX CONCURRENTLY` works.
+#[tokio::test]
+async fn migrations_are_atomic_unless_declared_otherwise() {
+    let db = fresh_database("atomic");
+    migrate(&db.admin_url, &common::settings()).await.unwrap();
+    let n = MIGRATIONS.len() as i32;
+    let extra =
+        |version: i32, name: &'static str, transactional: bool, sql: &'static str| Migration {
+            version,
+            name,
+            transactional,
+            sql,
+        };
+    let mut failing = MIGRATIONS.to_vec();
+    failing.push(extra(
+        n + 1,
+        "9001_half_done.sql",
+        true,
+        "create table api.half_done (id int); insert into api.no_such_table values (1);",
+    ));
+    let failing: &'static [Migration] = Box::leak(failing.into_boxed_slice());
+    let admin = db.admin().await;
+    let err = apply_migrations(&admin, failing).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MigrateError::Apply {
+                file: "9001_half_done.sql",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+    let left: i64 = admin
+        .query_one(
+            "select (select count(*) from pg_class where relname = 'half_done')
+                  + (select count(*) from pgchat.schema_migrations where version > $1)",
+            &[&n],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(setting, None);
-    let stored: Vec<String> = s
+    assert_eq!(left, 0);
+
+    let mut concurrent = MIGRATIONS.to_vec();
+    concurrent.push(extra(
+        n + 1,
+        "9001_index_concurrently.sql",
+        false,
+        "-- pgchat:no-transaction\n\
+         drop index concurrently if exists api.idx_test_messages_user;\n\
+         create index concurrently idx_test_messages_user on api.chat_messages (user_id);\n",
+    ));
+    let concurrent: &'static [Migration] = Box::leak(concurrent.into_boxed_slice());
+    let applied = apply_migrations(&admin, concurrent).await.unwrap();
+    assert_eq!(applied, ["9001_index_concurrently.sql"]);
+    let row = admin
+        .query_one(
+            "select i.indisvalid, s.transactional
+               from pg_index i, pgchat.schema_migrations s
+              where i.indexrelid = 'api.idx_test_messages_user'::regclass and s.version = $1",
+            &[&(n + 1)],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the index is valid");
+    assert!(!row.get::<_, bool>(1), "recorded as non-transactional");
+    assert!(apply_migrations(&admin, concurrent)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// PostgREST cannot choose between overloads called with named arguments (PGRST203):
+/// every function in `api` has one signature.
+#[tokio::test]
+async fn one_function_per_name_in_api() {
+    let db = common::TestDb::new().await;
+    let rows = db
+        .admin()
+        .await
         .query(
-            "select cfg from pg_db_role_setting d, unnest(d.setconfig) cfg
-              where d.setdatabase = (select oid from pg_database
-                                      where datname = current_database())",
+            "select p.proname, count(*)::int from pg_proc p
+              where p.pronamespace = 'api'::regnamespace
+              group by p.proname order by p.proname",
             &[],
         )
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(stored.is_empty(), "database settings left: {stored:?}");
-    let channel: String = db
-        .admin()
-        .await
-        .query_one("select pgchat.channel()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(channel, "pgchat");
-
-    // The old password logs in; the new token and the one from before both verify.
-    let pg = db.postgrest().await;
-    let out = pg
-        .rpc(
-            &common::postgrest::Claims::anon(),
-            "login",
-            &[
-                ("email", &"alice@example.com"),
-                ("password", &"password123"),
-            ],
-        )
-        .await
         .unwrap();
-    let config = pgchat::config::Config::from_pairs([("JWT_SECRET", common::JWT_SECRET)]).unwrap();
-    let verifier = pgchat::auth::Verifier::new(&config).unwrap();
-    let now = pgchat::auth::unix_now();
-    for token in [out["token"].as_str().unwrap(), old_token.as_str()] {
-        let identity = verifier.verify(token, now).unwrap();
-        assert_eq!(identity.user_id, Some(alice));
-    }
-    let history = pg
-        .rpc(
-            &common::postgrest::Claims::user(alice),
-            "send_message",
-            &[("room_id", &room), ("message", &"written after")],
-        )
-        .await
-        .unwrap();
-    assert_eq!(history["seq"], 2, "the room's messages were kept");
-
-    let again = migrate(&db.admin_url, &common::settings()).await.unwrap();
-    assert!(again.applied.is_empty(), "{:?}", again.applied);
-    assert!(!again.settings_changed);
+    let names: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(names.iter().any(|(n, _)| n == "edit_message"), "{names:?}");
+    let overloaded: Vec<&(String, i32)> = names.iter().filter(|(_, c)| *c > 1).collect();
+    assert!(overloaded.is_empty(), "overloaded in api: {overloaded:?}");
 }

@@ -7,84 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::doorbell::Listener;
 use common::postgrest::Claims;
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
-
-struct Listener {
-    rx: mpsc::UnboundedReceiver<(String, String)>,
-    client: tokio_postgres::Client,
-}
-
-impl Listener {
-    /// LISTENs on `pgchat` and on PostgREST's `pgrst`, which must stay silent.
-    async fn start(db: &common::TestDb) -> Listener {
-        Self::start_as(&db.authenticator_url).await
-    }
-
-    async fn start_as(url: &str) -> Listener {
-        let (client, mut conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(msg) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                match msg {
-                    Ok(AsyncMessage::Notification(n)) => {
-                        let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-        });
-        client
-            .batch_execute("listen pgchat; listen pgrst")
-            .await
-            .unwrap();
-        Listener { rx, client }
-    }
-
-    /// The next notification's raw payload.
-    async fn next_raw(&mut self) -> String {
-        let (channel, payload) = tokio::time::timeout(Duration::from_secs(20), self.rx.recv())
-            .await
-            .expect("a notification within 20 s")
-            .expect("listener alive");
-        assert_eq!(channel, "pgchat", "{payload}");
-        payload
-    }
-
-    /// The next doorbell, split into its parts: ("c", room, Some(rev)) and the like.
-    async fn next(&mut self) -> (String, i64, Option<i64>) {
-        let raw = self.next_raw().await;
-        let parts: Vec<&str> = raw.split(':').collect();
-        assert!(
-            (2..=3).contains(&parts.len()) && parts[1..].iter().all(|p| p.parse::<i64>().is_ok()),
-            "not a doorbell: {raw}"
-        );
-        (
-            parts[0].to_string(),
-            parts[1].parse().unwrap(),
-            parts.get(2).map(|p| p.parse().unwrap()),
-        )
-    }
-
-    /// Sends a sentinel doorbell and returns every notification that came before it.
-    async fn until_sentinel(&mut self) -> Vec<String> {
-        self.client
-            .batch_execute("select pg_notify('pgchat', 'sentinel')")
-            .await
-            .unwrap();
-        let mut before = Vec::new();
-        loop {
-            let raw = self.next_raw().await;
-            if raw == "sentinel" {
-                return before;
-            }
-            before.push(raw);
-        }
-    }
-}
 
 /// The privileged read of a room's change stream, as the daemon calls it.
 async fn changes_after(
@@ -195,14 +120,25 @@ async fn every_change_rings_a_doorbell_with_ids_only_and_reads_back_from_the_str
         kinds,
         [
             (start + 4, "read"),
-            (start + 5, "deleted"),
+            (start + 5, "message"),
             (start + 6, "left")
         ],
-        "the edited message was deleted since; bob's join was followed by his leave"
+        "the edited message was deleted since (softly: its current state, once); bob's join \
+         was followed by his leave"
     );
     assert_eq!(changes[0].2, Some(1));
     assert_eq!(changes[0].3, Some(bob));
-    assert_eq!(changes[1].4.as_ref().unwrap()["id"], sent["id"]);
+    let deleted = changes[1].4.as_ref().unwrap();
+    assert_eq!(deleted["id"], sent["id"]);
+    assert_eq!(deleted["seq"], 1);
+    assert_eq!(deleted["message"], "");
+    assert!(deleted["deleted_at"].is_string(), "{deleted}");
+    assert!(deleted["edited_at"].is_string(), "{deleted}");
+    assert_eq!(
+        deleted["deleted_by"],
+        Value::Null,
+        "deleted in plain SQL, by nobody"
+    );
 
     // A stranger's LISTEN heard the same doorbells and learned no text and no user id.
     // (It stops at the sentinel rung above first, then at its own.)

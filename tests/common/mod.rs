@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod captured;
+pub mod catalog;
 pub mod child;
+pub mod doorbell;
 pub mod postgrest;
 pub mod private_cluster;
 pub mod server;
@@ -116,9 +118,10 @@ fn template_name() -> String {
         ("jwt_key", settings.jwt_key.as_slice()),
         ("notify_channel", settings.notify_channel.as_bytes()),
     ];
-    let files = pgchat::migrate::SQL_FILES
+    let files = pgchat::migrate::sql_files();
+    let files = files
         .iter()
-        .map(|(name, sql)| (*name, sql.as_bytes()));
+        .map(|(name, sql)| (name.as_str(), sql.as_bytes()));
     for (name, content) in files.chain(written) {
         for &b in name.as_bytes().iter().chain(content) {
             hash ^= b as u64;
@@ -207,7 +210,7 @@ impl TestDb {
             .await
             .unwrap();
         // Nothing to migrate again: what migrate writes besides the schema lives in
-        // tables (sql/005_settings.sql), which the copy carries. (Database settings
+        // tables (migration 0002), which the copy carries. (Database settings
         // would not be copied from a template.)
         TestDb {
             authenticator_url: with_user_db(&admin_url(), "authenticator", &name),

@@ -70,9 +70,10 @@ $$;
 create or replace function private.message_json(m api.chat_messages) returns json
 language sql stable as $$
   select json_build_object(
-    'id', m.id, 'room_id', m.room_id, 'seq', m.seq, 'rev', m.rev, 'user_id', m.user_id,
-    'user_name', private.display_name(m.user_id), 'message', m.message,
-    'created_at', m.created_at, 'client_id', m.client_id);
+    'id', m.id, 'room_id', m.room_id, 'seq', m.seq, 'rev', m.rev, 'kind', m.kind,
+    'user_id', m.user_id, 'user_name', private.display_name(m.user_id),
+    'message', m.message, 'created_at', m.created_at, 'client_id', m.client_id,
+    'edited_at', m.edited_at, 'deleted_at', m.deleted_at, 'deleted_by', m.deleted_by);
 $$;
 
 -- Inserts a message as the caller. Re-sending the same client_id returns the stored
@@ -131,6 +132,20 @@ language sql stable set search_path = api, public as $$
            limit least(greatest(coalesce(max_rows, 1000), 1), 1000)) m;
 $$;
 
+-- The room's change stream as the caller sees it (RLS): every message whose rev is after
+-- `after_rev`, in rev order, as its current state, so a message edited three times
+-- since arrives once. What `join {sinceRev}` replays, one page at a time: the next page
+-- starts after the last rev of this one.
+create or replace function api.messages_since_rev(room_id bigint, after_rev bigint, max_rows integer default 500)
+returns json
+language sql stable set search_path = api, public as $$
+  select coalesce(json_agg(private.message_json(m) order by m.rev), '[]'::json)
+    from (select * from api.chat_messages c
+           where c.room_id = messages_since_rev.room_id and c.rev > messages_since_rev.after_rev
+           order by c.rev
+           limit least(greatest(coalesce(max_rows, 500), 1), 1000)) m;
+$$;
+
 -- Moves my read marker forward (never back). Returns the stored marker.
 create or replace function api.mark_read(room_id bigint, seq bigint) returns json
 language plpgsql set search_path = api, public as $$
@@ -168,12 +183,12 @@ grant execute on function
 revoke execute on function
   api.create_chat_room(text, text), api.join_chat_room(bigint), api.leave_chat_room(bigint),
   api.send_message(bigint, text, text), api.chat_history(bigint, bigint, integer),
-  api.messages_since(bigint, bigint, integer), api.mark_read(bigint, bigint),
-  api.room_state(bigint)
+  api.messages_since(bigint, bigint, integer), api.messages_since_rev(bigint, bigint, integer),
+  api.mark_read(bigint, bigint), api.room_state(bigint)
   from public;
 grant execute on function
   api.create_chat_room(text, text), api.join_chat_room(bigint), api.leave_chat_room(bigint),
   api.send_message(bigint, text, text), api.chat_history(bigint, bigint, integer),
-  api.messages_since(bigint, bigint, integer), api.mark_read(bigint, bigint),
-  api.room_state(bigint)
+  api.messages_since(bigint, bigint, integer), api.messages_since_rev(bigint, bigint, integer),
+  api.mark_read(bigint, bigint), api.room_state(bigint)
   to authenticated;

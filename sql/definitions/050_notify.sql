@@ -2,7 +2,8 @@
 -- on any channel, so a payload carries ids and a kind, never text and no user ids, and
 -- the daemon reads what changed from the tables through the narrow functions at the end
 -- of this file. A forged doorbell can cause a read, never a frame. Payloads:
---   c:<room>:<rev>  the room's change stream reached <rev> (messages, deletions, read markers)
+--   c:<room>:<rev>  the room's change stream reached <rev> (new, edited and deleted
+--                   messages, read markers)
 --   m:<room>:<rev>  the same, for a membership change (read even where nobody is subscribed,
 --                   so a new member's sockets learn of the room)
 --   p:<room>        presence in the room changed (sql/060)
@@ -18,24 +19,8 @@ begin
 end
 $$;
 
--- Changes without a row of their own to carry a rev: deleted messages, memberships and
--- read markers. One row per (room, kind, key), updated in place, so the table grows with
--- members and deletions, not with traffic.
-create table if not exists private.room_changes (
-  room_id    bigint not null,
-  kind       text not null check (kind in ('deleted', 'member', 'read')),
-  -- The message id (deleted) or the user id (member, read).
-  key        bigint not null,
-  rev        bigint not null,
-  -- deleted: the message's seq; read: the read marker.
-  seq        bigint,
-  -- member: true while a member.
-  present    boolean,
-  changed_at timestamptz not null default now(),
-  primary key (room_id, kind, key)
-);
-create index if not exists idx_room_changes_rev on private.room_changes (room_id, rev);
-revoke all on private.room_changes from public, anon, authenticated;
+-- Changes without a row of their own to carry a rev (memberships, read markers; hard
+-- deletions from before migration 0003) are rows of `private.room_changes`.
 
 -- The room's next rev, under the room row lock. NULL when the room is gone (a cascade
 -- from deleting the room itself: nothing is left to tell).
@@ -68,42 +53,22 @@ begin
 end
 $$;
 
--- A message keeps its place: no UPDATE moves it to another seq or room. Any other change
--- takes the room's next rev, whoever makes it (an RPC, PostgREST or psql).
-create or replace function private.message_changing() returns trigger
-language plpgsql security definer set search_path = api, public as $$
-begin
-  if new.seq <> old.seq or new.room_id <> old.room_id then
-    raise exception 'a message''s seq and room never change' using errcode = '22023';
-  end if;
-  if new is not distinct from old then
-    return new;
-  end if;
-  new.rev := private.next_rev(new.room_id);
-  return new;
-end
-$$;
-
-drop trigger if exists chat_messages_changing on api.chat_messages;
-create trigger chat_messages_changing
-  before update on api.chat_messages
-  for each row execute function private.message_changing();
-
 create or replace function private.notify_message() returns trigger
 language plpgsql security definer set search_path = api, public as $$
 begin
-  if tg_op = 'DELETE' then
-    perform private.record_change(old.room_id, 'deleted', old.id, old.seq, null);
-  elsif tg_op = 'INSERT' or new.rev <> old.rev then
+  if tg_op = 'INSERT' or new.rev <> old.rev then
     perform pg_notify(pgchat.channel(), 'c:' || new.room_id || ':' || new.rev);
   end if;
   return null;
 end
 $$;
 
+-- Every change of a message is an INSERT or an UPDATE: a DELETE becomes a soft delete
+-- (sql/definitions/045_message_changes.sql), and the only rows really deleted are those
+-- of a room being deleted, whose stream ends with it.
 drop trigger if exists chat_messages_notify on api.chat_messages;
 create trigger chat_messages_notify
-  after insert or update or delete on api.chat_messages
+  after insert or update on api.chat_messages
   for each row execute function private.notify_message();
 
 create or replace function private.notify_membership() returns trigger
@@ -201,12 +166,9 @@ language sql stable security definer set search_path = api, public as $$
   select r.last_seq, r.last_rev from api.chat_rooms r where r.id = room;
 $$;
 
--- Wave 1's by-reference fetch, replaced by changes_after.
-drop function if exists pgchat.messages_after(bigint, bigint, integer);
-
 revoke execute on function
   private.next_rev(bigint), private.record_change(bigint, text, bigint, bigint, boolean),
-  private.message_changing(), private.notify_message(), private.notify_membership(),
+  private.notify_message(), private.notify_membership(),
   pgchat.changes_after(bigint, bigint, integer), pgchat.memberships(bigint[], bigint[]),
   pgchat.changes_after_rooms(bigint[], bigint[], integer), pgchat.room_position(bigint)
   from public;

@@ -1,15 +1,8 @@
--- Users and in-database login (stands in for the host app's own auth).
+-- In-database login (stands in for the host app's own auth); users are a table of
+-- migration 0001.
 -- Tokens are signed in SQL with HS256, the pgjwt `sign()` algorithm, so that PostgREST
 -- and pgchat both accept them with the same secret. The key is the active row of
--- `private.jwt_keys` (sql/005), which only the owner of api.login and api.signup reads.
-
-create table if not exists private.users (
-  id            bigint generated always as identity primary key,
-  email         text not null unique check (email ~ '^[^@\s]+@[^@\s]+$'),
-  name          text not null check (char_length(name) between 1 and 100),
-  password_hash text not null,
-  created_at    timestamptz not null default now()
-);
+-- `private.jwt_keys` (migration 0002), which only the owner of api.login and api.signup reads.
 
 create or replace function private.url_encode(data bytea) returns text
 language sql immutable strict as $$
@@ -17,9 +10,7 @@ language sql immutable strict as $$
 $$;
 
 -- The key is bytes, not text: a base64 JWT_SECRET decodes to any bytes, and PostgREST
--- verifies with the decoded bytes. (The text version signed with the base64 text.)
-drop function if exists private.jwt_sign(json, text);
-
+-- verifies with the decoded bytes.
 create or replace function private.jwt_sign(payload json, key bytea) returns text
 language sql immutable strict as $$
   with parts as (

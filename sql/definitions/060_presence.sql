@@ -2,28 +2,10 @@
 -- while any daemon holds a socket of theirs joined to it; `user_joined`/`user_left` are
 -- announced once per user, not per socket or per daemon. Daemons heartbeat; a daemon
 -- that stops heartbeating is swept and its users announced gone.
--- UNLOGGED: presence is soft state, rebuilt by live daemons after a crash.
-
-create unlogged table if not exists pgchat.daemons (
-  id      uuid primary key,
-  seen_at timestamptz not null default now()
-);
-
--- No foreign key to daemons: every join would take a key-share lock on its daemon's
--- row. Rows of daemons that are gone or silent are swept by daemon_heartbeat.
-create unlogged table if not exists pgchat.presence (
-  daemon_id uuid   not null,
-  room_id   bigint not null,
-  user_id   bigint not null,
-  primary key (room_id, user_id, daemon_id)
-);
-
-alter table pgchat.presence drop constraint if exists presence_daemon_id_fkey;
-create index if not exists idx_presence_daemon on pgchat.presence (daemon_id);
+-- The tables (UNLOGGED: soft state) are migrations 0001 and 0002.
 
 -- The doorbell for a room's presence: no user id (a stranger's LISTEN must not learn who
 -- is in which room); the daemons read the room's presence from the table (presence_in).
-drop function if exists pgchat.notify_presence(bigint, bigint, boolean);
 create or replace function pgchat.ring_presence(room bigint) returns void
 language sql security definer set search_path = pgchat, public as $$
   select pg_notify(pgchat.channel(), 'p:' || room);
@@ -98,16 +80,10 @@ begin
 end
 $$;
 
-drop function if exists pgchat.notify_typing(bigint, bigint, boolean);
-
 grant execute on function
   pgchat.presence_set(uuid, bigint, bigint, boolean),
   pgchat.daemon_heartbeat(uuid, interval), pgchat.daemon_stop(uuid)
   to authenticator;
-
--- Replaced by presence_apply (batched) and presence_online_with.
-drop function if exists pgchat.presence_join(uuid, bigint, bigint);
-drop function if exists pgchat.presence_online(bigint);
 
 -- Functions are executable by PUBLIC by default; only the daemon may call these.
 revoke execute on function
@@ -174,8 +150,6 @@ language sql stable security definer set search_path = pgchat, public as $$
                      || coalesce(local, '{}'));
 $$;
 
-drop function if exists pgchat.presence_online_with(bigint, bigint);
-
 revoke execute on function
   pgchat.presence_apply(uuid, json), pgchat.presence_online_plus(bigint, bigint[]),
   pgchat.presence_in(bigint[])
@@ -188,15 +162,7 @@ grant execute on function
 -- Typing is ephemeral but still a row written as the user (RLS: only members, only as
 -- themselves), by the socket and by `api.set_typing` through PostgREST alike. Its doorbell
 -- names only the room; the daemons read who is typing from here (typing_in), so a forged
--- doorbell finds nothing new. UNLOGGED: nothing of it needs to survive a crash.
-create unlogged table if not exists private.typing (
-  room_id    bigint not null,
-  user_id    bigint not null default api.current_user_id(),
-  expires_at timestamptz not null,
-  primary key (room_id, user_id)
-);
-
-alter table private.typing enable row level security;
+-- doorbell finds nothing new. The table is migration 0002's.
 revoke all on private.typing from public, anon, authenticated;
 grant select, insert, update, delete on private.typing to authenticated;
 
