@@ -10,7 +10,8 @@ use super::DatabaseSettings;
 const LEGACY: [&str; 2] = ["app.jwt_secret", "pgchat.channel"];
 
 /// Writes the key and the channel unless they hold these values already. Returns
-/// whether it changed anything.
+/// whether it changed anything. The key changes in one transaction: a concurrent login
+/// never finds the old key gone and the new one not there yet.
 pub(super) async fn write(
     client: &Client,
     settings: &DatabaseSettings,
