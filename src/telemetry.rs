@@ -20,7 +20,7 @@ const CAPPED: [(&str, LevelFilter); 3] = [
 ];
 
 /// The filter every event passes: `RUST_LOG` (else `info`), then the caps above.
-pub fn filter<S>() -> impl tracing_subscriber::layer::Filter<S>
+fn filter<S>() -> impl tracing_subscriber::layer::Filter<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
