@@ -110,14 +110,22 @@ end
 $$;
 
 -- One page of history, newest first. RLS limits it to rooms the caller belongs to.
+-- The reads below have a constant inner LIMIT and one range condition: a SQL function
+-- is planned with its arguments as parameters, and with a parameter LIMIT the planner
+-- may choose to sort the whole room. The bound is a sub-select: under RLS only a
+-- leakproof condition (a plain parameter is; COALESCE is not, nor `is null or`) can
+-- start the index scan; any other is a filter on rows walked from the newest message,
+-- whose cost grows with history (tests/sql_history_cost.rs counts the buffers).
 create or replace function api.chat_history(room_id bigint, before_seq bigint default null, max_rows integer default 50)
 returns json
 language sql stable set search_path = api, public as $$
   select coalesce(json_agg(private.message_json(m) order by m.seq desc), '[]'::json)
-    from (select * from api.chat_messages c
-           where c.room_id = chat_history.room_id
-             and (chat_history.before_seq is null or c.seq < chat_history.before_seq)
-           order by c.seq desc
+    from (select * from (select * from api.chat_messages c
+                          where c.room_id = chat_history.room_id
+                            and c.seq < (select coalesce(chat_history.before_seq, 9223372036854775807))
+                          order by c.seq desc
+                          limit 100) page
+           order by page.seq desc
            limit least(greatest(coalesce(max_rows, 50), 1), 100)) m;
 $$;
 
@@ -126,9 +134,11 @@ create or replace function api.messages_since(room_id bigint, after_seq bigint, 
 returns json
 language sql stable set search_path = api, public as $$
   select coalesce(json_agg(private.message_json(m) order by m.seq), '[]'::json)
-    from (select * from api.chat_messages c
-           where c.room_id = messages_since.room_id and c.seq > messages_since.after_seq
-           order by c.seq
+    from (select * from (select * from api.chat_messages c
+                          where c.room_id = messages_since.room_id and c.seq > messages_since.after_seq
+                          order by c.seq
+                          limit 1000) page
+           order by page.seq
            limit least(greatest(coalesce(max_rows, 1000), 1), 1000)) m;
 $$;
 
@@ -140,9 +150,12 @@ create or replace function api.messages_since_rev(room_id bigint, after_rev bigi
 returns json
 language sql stable set search_path = api, public as $$
   select coalesce(json_agg(private.message_json(m) order by m.rev), '[]'::json)
-    from (select * from api.chat_messages c
-           where c.room_id = messages_since_rev.room_id and c.rev > messages_since_rev.after_rev
-           order by c.rev
+    from (select * from (select * from api.chat_messages c
+                          where c.room_id = messages_since_rev.room_id
+                            and c.rev > messages_since_rev.after_rev
+                          order by c.rev
+                          limit 1000) page
+           order by page.rev
            limit least(greatest(coalesce(max_rows, 500), 1), 1000)) m;
 $$;
 
