@@ -10,6 +10,7 @@
 //! - [`auth`]      JWT verification with PostgREST's rules; token minting
 //! - [`db`]        the pool and the "run as this user" transaction
 //! - [`migrate`]   the embedded `sql/` files, applied in order, idempotently
+//! - [`migrate_job`] migrate as a pod's step: wait for PostgreSQL, reload PostgREST, stay
 //! - [`protocol`]  client and server frames: parsing, validation, serialisation
 //! - [`session`]   one connection: the event loop, deadlines, batched writes
 //! - `commands`    what each client frame does, as the user
@@ -27,6 +28,7 @@
 //! - [`server`]    wiring: accept loop, background tasks, graceful shutdown
 //! - [`demo`]      `pgchat demo`: migrate, seed two users, serve the frontend
 //! - [`telemetry`] tracing setup
+//! - [`health_check`] `pgchat health`: the container probe, over loopback HTTP
 
 pub mod admission;
 pub mod auth;
@@ -36,12 +38,14 @@ pub mod db;
 pub mod demo;
 pub mod frame_reader;
 pub mod frame_writer;
+pub mod health_check;
 pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod listener_probe;
 pub mod metrics;
 pub mod migrate;
+pub mod migrate_job;
 pub mod outbound;
 pub mod presence;
 pub mod protocol;
