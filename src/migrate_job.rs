@@ -42,7 +42,8 @@ pub async fn migrate_when_up(
         match migrate(admin_url, settings).await {
             Ok(report) => return Ok(report),
             Err(e) if not_up_yet(&e) => {
-                if Instant::now() + RETRY_EVERY > deadline {
+                let now = Instant::now();
+                if now >= deadline {
                     return Err(if wait.is_zero() {
                         JobError::Migrate(e)
                     } else {
@@ -56,7 +57,8 @@ pub async fn migrate_when_up(
                     tracing::info!(error = %e, "waiting for PostgreSQL to accept connections");
                     logged = true;
                 }
-                tokio::time::sleep(RETRY_EVERY).await;
+                // The last try is made at the deadline itself.
+                tokio::time::sleep(RETRY_EVERY.min(deadline - now)).await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -121,7 +123,7 @@ mod tests {
         let waited = started.elapsed();
         assert!(matches!(err, JobError::GaveUp { secs: 2, .. }), "{err}");
         assert!(
-            waited >= Duration::from_secs(1) && waited < Duration::from_secs(4),
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
             "{waited:?}"
         );
     }
