@@ -4,10 +4,10 @@
 
 use std::collections::HashSet;
 
-use crate::server::AppState;
+use crate::app::App;
 
 /// Sets every scrape-time gauge from `state`.
-pub fn refresh(state: &AppState) {
+pub fn refresh(state: &App) {
     let pool = state.db.status();
     metrics::gauge!("pgchat_db_pool_size").set(pool.max_size as f64);
     metrics::gauge!("pgchat_db_pool_in_use").set(pool.size.saturating_sub(pool.available) as f64);

@@ -14,6 +14,7 @@
 //! - [`auth`]      JWT verification with PostgREST's rules; token minting
 //! - [`db`]        the pool and the "run as this user" transaction
 //! - [`migrate`]   the embedded `sql/` migrations (once each) and definitions (re-run)
+//! - [`migrate_job`] migrate as a pod's step: wait for PostgreSQL, reload PostgREST, stay
 //! - [`protocol`]  client and server frames: parsing, validation, serialisation
 //! - [`app`]       the shared state every connection and task reads
 //! - [`chat`]      the chat core: what each request does, for any transport
@@ -34,6 +35,7 @@
 //! - [`server`]    wiring: accept loop, background tasks, graceful shutdown
 //! - [`demo`]      `pgchat demo`: migrate, seed two users, serve the frontend
 //! - [`telemetry`] tracing setup
+//! - [`health_check`] `pgchat health`: the container probe, over loopback HTTP
 
 pub mod admission;
 pub mod app;
@@ -46,10 +48,12 @@ pub mod demo;
 pub mod frame_reader;
 pub mod frame_writer;
 pub mod gauges;
+pub mod health_check;
 pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod migrate;
+pub mod migrate_job;
 pub mod outbound;
 pub mod presence;
 pub mod protocol;

@@ -1,4 +1,4 @@
-//! The `pgchat` command: serve (default), migrate, token, demo.
+//! The `pgchat` command: serve (default), migrate, token, demo, health.
 
 use std::process::ExitCode;
 
@@ -29,7 +29,17 @@ enum Command {
         migrate: bool,
     },
     /// Apply the embedded SQL schema and store the signing key and NOTIFY channel.
-    Migrate,
+    Migrate {
+        /// Wait up to this many seconds for PostgreSQL to accept connections (in a pod).
+        #[arg(long, default_value_t = 0)]
+        wait_secs: u64,
+        /// Then ask PostgREST to reload its schema cache (`NOTIFY pgrst, 'reload schema'`).
+        #[arg(long)]
+        reload_postgrest: bool,
+        /// Then stay up until stopped, so that a pod runs the migration once per start.
+        #[arg(long)]
+        stay: bool,
+    },
     /// Print a JWT signed with the configured HMAC key, or with a private JWK.
     Token {
         /// The `sub` claim (user id).
@@ -50,6 +60,12 @@ enum Command {
     },
     /// Migrate, start pgchat serving frontend/, create two demo users and print their URLs.
     Demo,
+    /// Probe the daemon on this host: exit 0 when /healthz (or /readyz) answers 200.
+    Health {
+        /// Ask /readyz (database and LISTEN connection up) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,9 +98,18 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Migrate => {
-            let report =
-                pgchat::migrate::migrate(config.admin_url(), &database_settings(&config)?).await?;
+        Command::Migrate {
+            wait_secs,
+            reload_postgrest,
+            stay,
+        } => {
+            pgchat::telemetry::init(&config.log_format);
+            let report = pgchat::migrate_job::migrate_when_up(
+                config.admin_url(),
+                &database_settings(&config)?,
+                std::time::Duration::from_secs(wait_secs),
+            )
+            .await?;
             println!(
                 "migrated: {} migration(s) applied{}{}",
                 report.applied.len(),
@@ -99,6 +124,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     ""
                 }
             );
+            if reload_postgrest {
+                pgchat::migrate_job::reload_postgrest(config.admin_url()).await?;
+            }
+            if stay {
+                pgchat::server::shutdown_signal().await;
+            }
             Ok(())
         }
         Command::Token {
@@ -138,6 +169,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             )?;
             pgchat::telemetry::init(&config.log_format);
             pgchat::demo::run(config).await
+        }
+        Command::Health { ready } => {
+            pgchat::health_check::Probe::for_config(&config, ready)
+                .check()
+                .await?;
+            Ok(())
         }
     }
 }
