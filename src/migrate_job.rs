@@ -100,6 +100,7 @@ mod tests {
     fn settings() -> DatabaseSettings {
         DatabaseSettings {
             jwt_key: b"a-secret-of-at-least-thirty-two-chars!".to_vec(),
+            jwt_kid: String::new(),
             notify_channel: "pgchat".into(),
         }
     }

@@ -76,11 +76,11 @@ async fn waits_for_postgres_that_comes_up_later_then_migrates() {
     let applied: i64 = db
         .admin()
         .await
-        .query_one("select count(*) from pgchat.migrations", &[])
+        .query_one("select count(*) from pgchat.schema_migrations", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied as usize, pgchat::migrate::SQL_FILES.len());
+    assert_eq!(applied as usize, pgchat::migrate::MIGRATIONS.len());
 }
 
 #[tokio::test]
