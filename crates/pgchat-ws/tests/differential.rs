@@ -81,7 +81,7 @@ fn ours(input: &[u8], max: usize) -> Ours {
                 let fin = first.is_some_and(|b| b & 0x80 != 0);
                 match opcode {
                     Some(0x1) if !fin => text_open = true,
-                    Some(0x0 | 0x1 | 0x2) if fin => text_open = false,
+                    Some(0x0..=0x2) if fin => text_open = false,
                     _ => {}
                 }
                 buf.drain(..used);
