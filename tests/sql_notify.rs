@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::doorbell::Listener;
 use common::postgrest::Claims;
 use serde_json::Value;
