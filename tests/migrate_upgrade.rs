@@ -246,8 +246,7 @@ async fn v0_1_0_migrate_refuses_a_newer_database() {
         },
     )
     .await
-    .err()
-    .expect("v0.1.0's migrate refuses");
+    .expect_err("v0.1.0's migrate refuses");
     let text = format!("{err:?}");
     assert!(text.contains("migrated by a newer pgchat"), "{text}");
     assert_eq!(fingerprint(&db).await, before);
