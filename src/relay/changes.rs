@@ -21,6 +21,8 @@ const MAX_CATCH_UP_REVS: i64 = 10_000;
 /// How long catch-up waits for subscribers' queues to drain below half before writing
 /// the next page; a reader still over it then is too slow, and the next page closes it.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
+/// How long a queue may stay as full as it was before the reader counts as stalled.
+const STALL_WAIT: Duration = Duration::from_secs(1);
 /// A membership change rung again after this long is not told to the member again.
 const MEMBER_CHANGE_FRESH_MS: i64 = 60_000;
 
@@ -145,14 +147,26 @@ impl Relay {
     }
 
     /// Writes what is queued and waits, within [`DRAIN_WAIT`], until every subscriber's
-    /// queue is at most half full: a fast reader is never closed by catch-up.
+    /// queue is at most half full: a fast reader is never closed by catch-up. A queue
+    /// that stops shrinking for [`STALL_WAIT`] belongs to a reader that is not reading:
+    /// waiting longer would hold every other room's delivery up for it, so the wait ends
+    /// and the next page closes that reader (4003).
     async fn drain(&self, room: RoomId) {
         self.hub.flush();
         let started = Instant::now();
-        while self.hub.max_queued(room) > self.queue_capacity / 2 && started.elapsed() < DRAIN_WAIT
+        let mut fullest = self.hub.max_queued(room);
+        let mut shrank_at = started;
+        while fullest > self.queue_capacity / 2
+            && started.elapsed() < DRAIN_WAIT
+            && shrank_at.elapsed() < STALL_WAIT
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
             self.hub.flush();
+            let now = self.hub.max_queued(room);
+            if now < fullest {
+                shrank_at = Instant::now();
+            }
+            fullest = now;
         }
     }
 
