@@ -7,6 +7,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{db_error, not_member, parse, Closed, Ctx, Replies};
 use crate::db::RawJson;
+use crate::hub::Event;
 use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId};
 
 pub(crate) type Reply = Result<(), FrameError>;
@@ -15,6 +16,7 @@ pub(crate) type Reply = Result<(), FrameError>;
 struct Stored {
     id: i64,
     seq: i64,
+    rev: i64,
 }
 #[derive(Deserialize)]
 struct ReadMarker {
@@ -93,7 +95,8 @@ impl<R: Replies> Ctx<'_, R> {
                 message,
                 client_id,
             } => match self.post(room_id, &message, client_id.as_deref()).await {
-                Ok(stored) => {
+                Ok((stored, row)) => {
+                    self.deliver_own(room_id, &stored, row);
                     let ack = protocol::frame(
                         "ack",
                         r,
@@ -270,7 +273,7 @@ impl<R: Replies> Ctx<'_, R> {
         room_id: RoomId,
         message: &str,
         client_id: Option<&str>,
-    ) -> Result<Stored, FrameError> {
+    ) -> Result<(Stored, RawJson), FrameError> {
         let chars = message.chars().count();
         if chars == 0 {
             return Err(FrameError::invalid("message is empty"));
@@ -293,8 +296,23 @@ impl<R: Replies> Ctx<'_, R> {
             .call("/rpc/send_message", sql, &[&room_id, &message, &client_id])
             .await?
         {
-            Some(raw) => parse(&raw),
+            Some(raw) => Ok((parse(&raw)?, raw)),
             None => Err(not_member()),
+        }
+    }
+
+    /// The message just committed goes out from here when it is the room's next change
+    /// (see [`crate::hub::Hub::deliver_own`]); its doorbell then finds nothing to read.
+    /// The relay writes it with its next flush, which the nudge makes due now.
+    fn deliver_own(&self, room_id: RoomId, stored: &Stored, row: RawJson) {
+        let event = Event {
+            seq: Some(stored.seq),
+            rev: Some(stored.rev),
+            ..Event::to_all(protocol::message_frame(room_id, &row.0))
+        };
+        if self.app.hub.deliver_own(room_id, event) {
+            metrics::counter!("pgchat_messages_out_total").increment(1);
+            self.app.wakes.nudge();
         }
     }
 }

@@ -11,6 +11,10 @@ use crate::outbound::Kind;
 pub struct Event {
     /// Message seq, for events that are messages; used to splice replay and live.
     pub seq: Option<i64>,
+    /// The room change stream's rev, for events read from it (or committed here, see
+    /// [`super::Hub::deliver_own`]): an event at or below the room's position was
+    /// delivered already and is skipped, so the two paths never send one change twice.
+    pub rev: Option<i64>,
     /// Not delivered to this user's sockets ("others get …").
     pub skip_user: Option<UserId>,
     pub frame: Utf8Bytes,
@@ -23,9 +27,18 @@ impl Event {
     pub fn to_all(frame: Utf8Bytes) -> Self {
         Event {
             seq: None,
+            rev: None,
             skip_user: None,
             frame,
             ephemeral: false,
+        }
+    }
+
+    /// A durable non-message event of the room's change stream, for everyone.
+    pub fn at_rev(rev: i64, frame: Utf8Bytes) -> Self {
+        Event {
+            rev: Some(rev),
+            ..Self::to_all(frame)
         }
     }
 

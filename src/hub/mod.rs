@@ -365,23 +365,71 @@ impl Hub {
         self.deliver_all(room_id, events, false)
     }
 
+    /// Delivers a message this daemon's own socket just committed, from the RPC's result
+    /// (the row as the database returned it in the writer's transaction, not a
+    /// doorbell), when it is the room's next change: the relay has delivered everything
+    /// before it, so nothing can come out of order, and the relay skips it when it reads
+    /// the stream. Otherwise returns false, and the relay delivers it as usual. This
+    /// spares the writer's daemon the doorbell's read on the busiest path.
+    pub fn deliver_own(&self, room_id: RoomId, event: Event) -> bool {
+        let (Some(rev), Some(seq)) = (event.rev, event.seq) else {
+            return false;
+        };
+        let next = |room: &Room| room.rev == Some(rev - 1) && room.cursor.is_some_and(|c| seq > c);
+        self.deliver_checked(room_id, std::slice::from_ref(&event), true, next)
+            .is_some()
+    }
+
     /// `urgent`: durable-or-not per event, written at once (not an announcement).
     fn deliver_all(&self, room_id: RoomId, events: &[Event], urgent: bool) -> usize {
+        self.deliver_checked(room_id, events, urgent, |_| true)
+            .unwrap_or(0)
+    }
+
+    /// Delivers `events` if `check` holds for the room, under the same lock; `None` if it
+    /// did not (or the room has no subscribers here).
+    fn deliver_checked(
+        &self,
+        room_id: RoomId,
+        events: &[Event],
+        urgent: bool,
+        check: impl FnOnce(&Room) -> bool,
+    ) -> Option<usize> {
         let mut to_flush = Vec::new();
         // One socket's share of `events`, reused from socket to socket.
         let mut share = Vec::with_capacity(events.len());
         let mut rooms = self.rooms.lock().unwrap();
-        let Some(room) = rooms.get_mut(&room_id) else {
-            return 0;
+        let room = rooms.get_mut(&room_id)?;
+        if !check(room) {
+            return None;
+        }
+        // Stream events at or below the room's position went out already.
+        let position = room.rev;
+        let fresh = |e: &Event| match (e.rev, position) {
+            (Some(rev), Some(at)) => rev > at,
+            _ => true,
         };
-        if let Some(seq) = events.iter().filter_map(|e| e.seq).max() {
+        if let Some(rev) = events
+            .iter()
+            .filter(|e| fresh(e))
+            .filter_map(|e| e.rev)
+            .max()
+        {
+            room.rev = Some(rev);
+        }
+        if let Some(seq) = events
+            .iter()
+            .filter(|e| fresh(e))
+            .filter_map(|e| e.seq)
+            .max()
+        {
             room.cursor = Some(room.cursor.map_or(seq, |c| c.max(seq)));
         }
         let mut delivered = 0;
         let mut awaits_flush = false;
         for sub in room.subscribers.values_mut() {
             for event in events {
-                if event.skip_user == Some(sub.user_id) {
+                if event.skip_user == Some(sub.user_id) || !fresh(event) {
                     continue;
                 }
                 let ephemeral = event.ephemeral || !urgent;
@@ -435,7 +483,7 @@ impl Hub {
                 .add(&mut to_flush, events.len(), urgent);
         }
         metrics::counter!("pgchat_deliveries_total").increment(delivered as u64);
-        delivered
+        Some(delivered)
     }
 
     pub fn room_count(&self) -> usize {

@@ -11,6 +11,7 @@ fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<SessionHandle>) 
 
 fn msg(seq: i64) -> Event {
     Event {
+        rev: None,
         seq: Some(seq),
         skip_user: None,
         frame: format!("m{seq}").into(),

@@ -185,6 +185,7 @@ impl Relay {
                             room,
                             Event {
                                 seq: Some(seq),
+                                rev: Some(change.rev),
                                 skip_user: None,
                                 ephemeral: false,
                                 frame: protocol::message_frame(room, body),
@@ -198,7 +199,7 @@ impl Relay {
                             "message",
                             body,
                         );
-                        self.hub.deliver(room, Event::to_all(frame));
+                        self.hub.deliver(room, Event::at_rev(change.rev, frame));
                     }
                 }
                 ("deleted", Some(seq), _) => {
@@ -211,7 +212,7 @@ impl Relay {
                             "message",
                             body,
                         );
-                        self.hub.deliver(room, Event::to_all(frame));
+                        self.hub.deliver(room, Event::at_rev(change.rev, frame));
                     }
                 }
                 ("read", Some(seq), Some(user)) => {
@@ -220,7 +221,7 @@ impl Relay {
                         None,
                         json!({"roomId": room, "user": user_json(user, change.body.as_deref()), "seq": seq}),
                     );
-                    self.hub.deliver(room, Event::to_all(frame));
+                    self.hub.deliver(room, Event::at_rev(change.rev, frame));
                 }
                 ("joined", _, Some(user)) => self.tell_joined(room, change.rev, user, body),
                 ("left", _, Some(user)) => {

@@ -30,6 +30,12 @@ impl Wakes {
         self.woken.notify_one();
     }
 
+    /// Wakes the relay without a room: it flushes what others queued (see
+    /// [`crate::hub::Hub::deliver_own`]).
+    pub fn nudge(&self) {
+        self.woken.notify_one();
+    }
+
     fn take(&self) -> Vec<RoomId> {
         std::mem::take(&mut *self.rooms.lock().unwrap())
     }

@@ -246,3 +246,58 @@ on_both_buses!(
     after_a_loss_the_relay_catches_up_from_the_tables,
     typing_shows_and_ends_after_the_configured_ttl
 );
+
+/// The writer's daemon delivers its own committed message from the RPC's result when it
+/// is the room's next change; the relay reads only what it has not delivered.
+mod own_delivery {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_message_sent_here_reaches_subscribers_before_its_doorbell_and_once() {
+        let s = Setup::new(true).await;
+        let mut a = s.joined(s.alice).await;
+        let mut b = s.joined(s.bob).await;
+        // No doorbell rings for this one (the memory bus rings only when told).
+        let ack = a
+            .request(json!({"type": "message", "roomId": s.room, "message": "own"}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(messages_until(&mut b, "own").await, Vec::<String>::new());
+        // Its doorbell rings late: the relay finds it delivered and sends nothing again.
+        s.ring_changes().await;
+        s.post(&mut a, "sentinel").await;
+        assert_eq!(
+            messages_until(&mut b, "sentinel").await,
+            Vec::<String>::new()
+        );
+        s.server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_change_committed_elsewhere_first_keeps_its_place() {
+        let s = Setup::new(true).await;
+        let mut a = s.joined(s.alice).await;
+        let mut b = s.joined(s.bob).await;
+        // Bob writes through PostgREST; its doorbell has not rung yet.
+        s.db.postgrest()
+            .await
+            .rpc(
+                &Claims::user(s.bob),
+                "send_message",
+                &[("room_id", &s.room), ("message", &"elsewhere")],
+            )
+            .await
+            .unwrap();
+        // Alice's message comes after it in the room: it must not overtake it.
+        let ack = a
+            .request(json!({"type": "message", "roomId": s.room, "message": "mine"}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        s.post(&mut a, "sentinel").await;
+        assert_eq!(
+            messages_until(&mut b, "sentinel").await,
+            ["elsewhere", "mine"]
+        );
+        s.server.stop().await;
+    }
+}
