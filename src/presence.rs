@@ -166,27 +166,6 @@ impl Presence {
             .await?;
         Ok(())
     }
-
-    /// Who is online in each of these rooms, per PostgreSQL: what a presence doorbell
-    /// makes the relay read (one query for a burst's rooms).
-    pub async fn online_in(
-        &self,
-        rooms: &[RoomId],
-    ) -> Result<HashMap<RoomId, Vec<(UserId, Name)>>, DbError> {
-        let client = self.db.client().await?;
-        let stmt = client
-            .prepare_cached("select room_id, user_id, name from pgchat.presence_in($1)")
-            .await?;
-        let mut out: HashMap<RoomId, Vec<(UserId, Name)>> =
-            rooms.iter().map(|r| (*r, Vec::new())).collect();
-        for row in client.query(&stmt, &[&rooms]).await? {
-            let name: Option<String> = row.get(2);
-            out.entry(row.get(0))
-                .or_default()
-                .push((row.get(1), name.map(Arc::from)));
-        }
-        Ok(out)
-    }
 }
 
 fn random_uuid() -> String {

@@ -11,6 +11,22 @@ language sql security definer set search_path = pgchat, public as $$
   select pg_notify(pgchat.channel(), 'p:' || room);
 $$;
 
+-- Logs a room-wide presence change under the room's next presence rev. The rev is taken
+-- with the room's row locked until commit, so revs are gap-free and in commit order per
+-- room (the reader relies on both), and the caller rings the doorbell.
+create or replace function pgchat.presence_logged(room bigint, uid bigint, is_online boolean)
+returns void
+language plpgsql security definer set search_path = pgchat, public as $$
+declare
+  r bigint;
+begin
+  insert into pgchat.presence_rooms as p (room_id, rev) values (room, 1)
+  on conflict (room_id) do update set rev = p.rev + 1
+  returning p.rev into r;
+  insert into pgchat.presence_log (room_id, rev, user_id, online) values (room, r, uid, is_online);
+end
+$$;
+
 -- Marks one user online/offline in a room for one daemon. Returns true when this
 -- changed the user's room-wide presence (and announces it).
 create or replace function pgchat.presence_set(daemon uuid, room bigint, uid bigint, online boolean)
@@ -29,7 +45,8 @@ begin
   else
     delete from pgchat.presence where daemon_id = daemon and room_id = room and user_id = uid;
   end if;
-  if not others then
+  if not others and found then
+    perform pgchat.presence_logged(room, uid, online);
     perform pgchat.ring_presence(room);
   end if;
   return not others;
@@ -50,15 +67,20 @@ begin
     select p.room_id, p.user_id, p.daemon_id
       from pgchat.presence p left join pgchat.daemons d on d.id = p.daemon_id
      where d.id is null or d.seen_at < now() - stale
+     order by p.room_id, p.user_id
      for update of p skip locked
   loop
     delete from pgchat.presence
      where daemon_id = gone.daemon_id and room_id = gone.room_id and user_id = gone.user_id;
     if not exists (select 1 from pgchat.presence
                     where room_id = gone.room_id and user_id = gone.user_id) then
+      perform pgchat.presence_logged(gone.room_id, gone.user_id, false);
       perform pgchat.ring_presence(gone.room_id);
     end if;
   end loop;
+  -- A daemon reads the log within moments of each doorbell; one that fell further behind
+  -- than this reads the whole room instead (it finds a gap in the revs).
+  delete from pgchat.presence_log where logged_at < now() - interval '5 minutes';
   delete from pgchat.daemons where seen_at < now() - stale;
   get diagnostics swept = row_count;
   -- Typing rows that ran out long ago (each delete rings its room, which reads nothing new).
@@ -73,7 +95,8 @@ language plpgsql security definer set search_path = pgchat, public as $$
 declare
   p record;
 begin
-  for p in select room_id, user_id from pgchat.presence where daemon_id = daemon loop
+  for p in select room_id, user_id from pgchat.presence where daemon_id = daemon
+           order by room_id, user_id loop
     perform pgchat.presence_set(daemon, p.room_id, p.user_id, false);
   end loop;
   delete from pgchat.daemons where id = daemon;
@@ -118,7 +141,8 @@ begin
     else
       delete from pgchat.presence where daemon_id = daemon and room_id = c.room and user_id = c.uid;
     end if;
-    continue when others;
+    continue when others or not found;
+    perform pgchat.presence_logged(c.room, c.uid, c.online);
     -- Rooms come sorted: one doorbell per room whose presence changed.
     if rung is distinct from c.room then
       perform pgchat.ring_presence(c.room);
@@ -140,6 +164,43 @@ language sql stable security definer set search_path = pgchat, public as $$
    where p.room_id = any (rooms);
 $$;
 
+-- The presence changes of several rooms after the rev the daemon holds for each, in rev
+-- order within each room: what a presence doorbell makes the daemons read (one
+-- statement per burst, whatever rang). A daemon that finds the revs it gets do not
+-- follow on from its own reads the room whole (presence_snapshot).
+create or replace function pgchat.presence_after(rooms bigint[], after_revs bigint[])
+returns table (room_id bigint, rev bigint, user_id bigint, online boolean, name text)
+language plpgsql stable security definer set search_path = pgchat, public as $$
+#variable_conflict use_column
+begin
+  return query
+  select l.room_id, l.rev, l.user_id, l.online, u.name
+    from unnest(rooms, after_revs) with ordinality as p(room_id, after_rev, ord)
+    join pgchat.presence_log l on l.room_id = p.room_id and l.rev > p.after_rev
+    left join private.users u on u.id = l.user_id
+   order by p.ord, l.rev;
+end
+$$;
+
+-- Who is online in each of these rooms with the room's presence rev, read in one
+-- snapshot; a room nobody is in has one row with no user.
+create or replace function pgchat.presence_snapshot(rooms bigint[])
+returns table (room_id bigint, rev bigint, user_id bigint, name text)
+language plpgsql stable security definer set search_path = pgchat, public as $$
+#variable_conflict use_column
+begin
+  return query
+  select r.room_id, coalesce(pr.rev, 0), o.user_id, o.name
+    from unnest(rooms) as r(room_id)
+    left join pgchat.presence_rooms pr on pr.room_id = r.room_id
+    left join lateral (
+      select distinct p.user_id, u.name
+        from pgchat.presence p join private.users u on u.id = p.user_id
+       where p.room_id = r.room_id
+    ) o on true;
+end
+$$;
+
 -- Users online in a room plus `local`: the asking daemon's own subscribers, whose rows
 -- may still be in its next batch.
 create or replace function pgchat.presence_online_plus(room bigint, local bigint[]) returns json
@@ -152,11 +213,13 @@ $$;
 
 revoke execute on function
   pgchat.presence_apply(uuid, json), pgchat.presence_online_plus(bigint, bigint[]),
-  pgchat.presence_in(bigint[])
+  pgchat.presence_in(bigint[]), pgchat.presence_logged(bigint, bigint, boolean),
+  pgchat.presence_after(bigint[], bigint[]), pgchat.presence_snapshot(bigint[])
   from public;
 grant execute on function
   pgchat.presence_apply(uuid, json), pgchat.presence_online_plus(bigint, bigint[]),
-  pgchat.presence_in(bigint[])
+  pgchat.presence_in(bigint[]), pgchat.presence_after(bigint[], bigint[]),
+  pgchat.presence_snapshot(bigint[])
   to authenticator;
 
 -- Typing is ephemeral but still a row written as the user (RLS: only members, only as

@@ -28,7 +28,7 @@ use event::kind;
 pub use event::Event;
 pub use handle::SessionHandle;
 use roster::Roster;
-pub use roster::{online_json, Name, Online};
+pub use roster::{online_json, Name, Online, PresenceEntry};
 
 pub type ConnId = u64;
 pub type UserId = i64;
@@ -56,6 +56,9 @@ struct Room {
     subscribers: HashMap<ConnId, Subscriber>,
     /// Who is online here, once loaded (see `roster`).
     roster: Option<Roster>,
+    /// The room's presence rev the roster reflects (see `roster`): `None` until a whole
+    /// read of the room's presence installed it.
+    presence_rev: Option<i64>,
 }
 
 impl Room {

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{Hub, UserId};
+use super::{Hub, Room, UserId};
 use crate::protocol::RoomId;
 
 /// A display name; shared, so that a join copies the roster out cheaply.
@@ -157,10 +157,23 @@ impl Hub {
         room_id: RoomId,
         snapshot: Vec<(UserId, Name)>,
     ) -> Vec<(UserId, Name, bool)> {
+        self.install_presence(room_id, snapshot, None)
+    }
+
+    /// [`Hub::apply_presence`] of a snapshot read at the room's presence rev `rev`: from
+    /// then on the room's presence changes after it are enough
+    /// ([`Hub::apply_presence_changes`]).
+    pub fn install_presence(
+        &self,
+        room_id: RoomId,
+        snapshot: Vec<(UserId, Name)>,
+        rev: Option<i64>,
+    ) -> Vec<(UserId, Name, bool)> {
         let mut rooms = self.rooms.lock().unwrap();
         let Some(room) = rooms.get_mut(&room_id) else {
             return Vec::new();
         };
+        room.presence_rev = rev;
         let mut now: BTreeMap<UserId, Box<str>> = snapshot
             .iter()
             .map(|(id, name)| (*id, entry_json(*id, name.as_deref())))
@@ -200,6 +213,66 @@ impl Hub {
         changes
     }
 
+    /// Which of `rooms` have a roster at a known presence rev, with that rev (their
+    /// changes after it are enough); the others must be read whole.
+    pub fn presence_positions(&self, rooms: &[RoomId]) -> (Vec<(RoomId, i64)>, Vec<RoomId>) {
+        let guard = self.rooms.lock().unwrap();
+        let mut known = Vec::new();
+        let mut whole = Vec::new();
+        for id in rooms {
+            match guard.get(id) {
+                Some(Room {
+                    roster: Some(Roster::Ready(_)),
+                    presence_rev: Some(rev),
+                    ..
+                }) => known.push((*id, *rev)),
+                Some(_) => whole.push(*id),
+                None => {}
+            }
+        }
+        (known, whole)
+    }
+
+    /// Applies the room's presence changes read after rev `after`, in rev order: who
+    /// came and went, to be announced. `None` when they cannot be applied (the roster
+    /// moved on from `after`, or the revs do not follow on: the log was pruned or
+    /// emptied), and the room must be read whole. A user with a socket subscribed here
+    /// stays listed, as in [`Hub::apply_presence`].
+    pub fn apply_presence_changes(
+        &self,
+        room_id: RoomId,
+        after: i64,
+        changes: &[PresenceEntry],
+    ) -> Option<Vec<(UserId, Name, bool)>> {
+        let mut rooms = self.rooms.lock().unwrap();
+        let room = rooms.get_mut(&room_id)?;
+        let follows = changes
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.rev == after + 1 + i as i64);
+        if room.presence_rev != Some(after) || !follows {
+            return None;
+        }
+        let Some(Roster::Ready(users)) = &mut room.roster else {
+            return None;
+        };
+        let mut out = Vec::new();
+        for c in changes {
+            if c.online {
+                if !users.contains_key(&c.user) {
+                    users.insert(c.user, entry_json(c.user, c.name.as_deref()));
+                    out.push((c.user, c.name.clone(), true));
+                }
+            } else if !room.subscribers.values().any(|s| s.user_id == c.user) {
+                if let Some(entry) = users.remove(&c.user) {
+                    out.push((c.user, name_of(&entry), false));
+                }
+            }
+        }
+        room.presence_rev = changes.last().map(|c| c.rev).or(Some(after));
+        Some(out)
+    }
+
     /// The user's first socket here joined the room: they are online now, whatever the
     /// table says yet. Returns true when the roster did not list them (announce them to
     /// the others here at once; other daemons learn it from the presence doorbell).
@@ -223,6 +296,8 @@ impl Hub {
     pub fn reset_rosters(&self, listening: bool) {
         let mut rooms = self.rooms.lock().unwrap();
         for room in rooms.values_mut() {
+            // Changes may be missed (and an emptied log restarts its revs): read whole.
+            room.presence_rev = None;
             if let Some(Roster::Loading { .. }) = &room.roster {
                 if let Some(Roster::Loading { done, .. }) = room.roster.take() {
                     done.close();
@@ -231,6 +306,14 @@ impl Hub {
         }
         self.rosters_on.store(listening, Ordering::Release);
     }
+}
+
+/// One room-wide presence change read from the room's presence log.
+pub struct PresenceEntry {
+    pub rev: i64,
+    pub user: UserId,
+    pub online: bool,
+    pub name: Name,
 }
 
 /// The display name inside a stored `{"id":…,"name":…}` entry.

@@ -7,11 +7,11 @@
 //! - [`run`]: the loop: signals in bursts, wakes, flush deadlines, catch-up after a loss
 //! - [`changes`]: the room change stream (messages, edits, deletions, read markers,
 //!   memberships), read by rev, in pages that are written as they go
-//! - [`presence`]: who is online, read per room and compared with the roster
+//! - [`presence`]: who is online: each room's presence changes after its roster's rev
 //! - [`typing`]: who is typing, read per room and compared with what is shown
 //!
-//! Reads are batched: one query per room per burst for the change stream, one query per
-//! burst for presence and for typing.
+//! Reads are batched: one query per burst for the change stream, for presence and for
+//! typing.
 
 use std::sync::{Arc, Mutex};
 
@@ -106,7 +106,7 @@ impl Relay {
         self.catch_up_all().await;
         self.hub.flush();
         let rooms = self.hub.room_ids();
-        if let Err(e) = self.read_presence(&rooms).await {
+        if let Err(e) = self.read_presence_whole(&rooms).await {
             tracing::warn!(error = %e, "could not read presence");
         }
         if let Err(e) = self.read_typing(&rooms).await {

@@ -301,3 +301,61 @@ mod own_delivery {
         s.server.stop().await;
     }
 }
+
+/// Presence is read as each room's changes after the rev its roster reflects; a gap in
+/// those revs (a pruned or emptied log) makes the daemon read the room whole.
+mod presence_stream {
+    use super::*;
+
+    /// Marks `user` online or offline in the room for another daemon, as its batch would.
+    async fn elsewhere(s: &Setup, user: i64, online: bool) {
+        s.db.admin()
+            .await
+            .execute(
+                "select pgchat.presence_set('00000000-0000-0000-0000-0000000000aa', $1, $2, $3)",
+                &[&s.room, &user, &online],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn next_presence(c: &mut Client) -> (String, i64) {
+        loop {
+            let f = c.recv().await;
+            if let Some(kind @ ("user_joined" | "user_left")) = f["type"].as_str() {
+                return (kind.to_string(), f["user"]["id"].as_i64().unwrap());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_after_the_rosters_rev_and_a_gap_reads_the_room_whole() {
+        let s = Setup::new(false).await;
+        let (carol, _) = s.db.signup("carol@example.com", "Carol").await;
+        let (dave, _) = s.db.signup("dave@example.com", "Dave").await;
+        let mut a = s.joined(s.alice).await;
+        elsewhere(&s, carol, true).await;
+        assert_eq!(next_presence(&mut a).await, ("user_joined".into(), carol));
+        // The log loses what the daemon has not read yet, as pruning would.
+        let admin = s.db.admin().await;
+        admin
+            .execute(
+                "update pgchat.presence_rooms set rev = rev + 5 where room_id = $1",
+                &[&s.room],
+            )
+            .await
+            .unwrap();
+        admin
+            .execute("delete from pgchat.presence_log", &[])
+            .await
+            .unwrap();
+        elsewhere(&s, dave, true).await;
+        assert_eq!(next_presence(&mut a).await, ("user_joined".into(), dave));
+        elsewhere(&s, carol, false).await;
+        assert_eq!(next_presence(&mut a).await, ("user_left".into(), carol));
+        // Bob's arrival through this daemon comes after them all, announced once.
+        let _b = s.joined(s.bob).await;
+        assert_eq!(next_presence(&mut a).await, ("user_joined".into(), s.bob));
+        s.server.stop().await;
+    }
+}
