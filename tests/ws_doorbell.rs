@@ -226,8 +226,22 @@ async fn a_catch_up_larger_than_the_queue_reaches_a_fast_reader_whole() {
     release_listen(&db).await;
     let pg = db.postgrest().await;
     listener_back(&db).await;
+    // The sentinel is written once the resync told where the room stands: written any
+    // earlier, it may be counted in `lastSeq` (a reload finds it) and never come live.
+    let mut before = Vec::new();
+    loop {
+        let f = b
+            .try_recv(Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("no resync came; before it: {before:?}"));
+        let resync = f["type"] == "resync";
+        before.push(f);
+        if resync {
+            break;
+        }
+    }
     send(&pg, alice, room, "sentinel").await;
-    let before = until_message(&mut b, "sentinel").await;
+    before.extend(until_message(&mut b, "sentinel").await);
     let seqs: Vec<i64> = before
         .iter()
         .filter(|f| f["type"] == "message")
@@ -260,8 +274,22 @@ async fn a_backlog_too_large_to_replay_tells_subscribers_to_resync() {
     release_listen(&db).await;
     let pg = db.postgrest().await;
     listener_back(&db).await;
+    // The sentinel is written once the resync told where the room stands: written any
+    // earlier, it may be counted in `lastSeq` (a reload finds it) and never come live.
+    let mut before = Vec::new();
+    loop {
+        let f = b
+            .try_recv(Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("no resync came; before it: {before:?}"));
+        let resync = f["type"] == "resync";
+        before.push(f);
+        if resync {
+            break;
+        }
+    }
     send(&pg, alice, room, "sentinel").await;
-    let before = until_message(&mut b, "sentinel").await;
+    before.extend(until_message(&mut b, "sentinel").await);
     let resyncs: Vec<&Value> = before.iter().filter(|f| f["type"] == "resync").collect();
     assert_eq!(resyncs.len(), 1, "one resync before the sentinel");
     assert_eq!(resyncs[0]["roomId"].as_i64(), Some(room));

@@ -176,8 +176,8 @@ async fn a_paused_reader_flooded_with_typing_gets_every_message_and_stays_open()
         }
         assert_eq!(alice_ws.request(send(n)).await["type"], "ack");
     }
-    // Every typist saw the last message, so every typing frame sent before it and the
-    // messages were all fanned out to the paused reader by now.
+    // Every typist saw the last message, so every message was fanned out to the paused
+    // reader by now.
     for t in &mut typists {
         loop {
             let text = tokio::time::timeout(Duration::from_secs(10), t.messages.recv())
@@ -188,6 +188,21 @@ async fn a_paused_reader_flooded_with_typing_gets_every_message_and_stays_open()
                 break;
             }
         }
+    }
+    // Messages go out from the writer's daemon at once, typing after the relay read its
+    // rows: wait until the typing flood reached the paused reader's queue (some of it
+    // found the queue half full and was dropped).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = server.get("/metrics").await;
+        if metric(&metrics, "pgchat_ephemeral_dropped_total") > 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no typing frame was dropped while the queue was over half full\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Resume: the reader's call completes, then it reads everything queued meanwhile.
     admin.batch_execute("rollback").await.unwrap();

@@ -9,6 +9,7 @@ use super::{db_error, not_member, parse, Closed, Ctx, Replies};
 use crate::db::RawJson;
 use crate::hub::Event;
 use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId};
+use crate::relay::WriteGuard;
 
 pub(crate) type Reply = Result<(), FrameError>;
 
@@ -95,8 +96,9 @@ impl<R: Replies> Ctx<'_, R> {
                 message,
                 client_id,
             } => match self.post(room_id, &message, client_id.as_deref()).await {
-                Ok((stored, row)) => {
+                Ok((stored, row, writing)) => {
                     self.deliver_own(room_id, &stored, row);
+                    drop(writing);
                     let ack = protocol::frame(
                         "ack",
                         r,
@@ -273,7 +275,7 @@ impl<R: Replies> Ctx<'_, R> {
         room_id: RoomId,
         message: &str,
         client_id: Option<&str>,
-    ) -> Result<(Stored, RawJson), FrameError> {
+    ) -> Result<(Stored, RawJson, WriteGuard), FrameError> {
         let chars = message.chars().count();
         if chars == 0 {
             return Err(FrameError::invalid("message is empty"));
@@ -292,11 +294,13 @@ impl<R: Replies> Ctx<'_, R> {
         }
         metrics::counter!("pgchat_messages_in_total").increment(1);
         let sql = "select api.send_message(room_id := $1, message := $2, client_id := $3)";
+        // Held doorbells of the room wait for this write's own delivery (see `relay`).
+        let writing = self.app.wakes.writing(room_id);
         match self
             .call("/rpc/send_message", sql, &[&room_id, &message, &client_id])
             .await?
         {
-            Some(raw) => Ok((parse(&raw)?, raw)),
+            Some(raw) => Ok((parse(&raw)?, raw, writing)),
             None => Err(not_member()),
         }
     }
@@ -313,6 +317,15 @@ impl<R: Replies> Ctx<'_, R> {
         if self.app.hub.deliver_own(room_id, event) {
             metrics::counter!("pgchat_messages_out_total").increment(1);
             self.app.wakes.nudge();
+        } else if self
+            .app
+            .hub
+            .position(room_id)
+            .is_some_and(|(_, read)| read.is_some_and(|r| r < stored.rev))
+        {
+            // Something before it is not delivered yet: the relay reads the stream now
+            // rather than after the room's writes in flight here (which could go on).
+            self.app.wakes.wake(room_id);
         }
     }
 }

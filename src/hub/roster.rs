@@ -259,8 +259,8 @@ impl Hub {
         let mut out = Vec::new();
         for c in changes {
             if c.online {
-                if !users.contains_key(&c.user) {
-                    users.insert(c.user, entry_json(c.user, c.name.as_deref()));
+                if let std::collections::btree_map::Entry::Vacant(e) = users.entry(c.user) {
+                    e.insert(entry_json(c.user, c.name.as_deref()));
                     out.push((c.user, c.name.clone(), true));
                 }
             } else if !room.subscribers.values().any(|s| s.user_id == c.user) {

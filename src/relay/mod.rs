@@ -26,11 +26,12 @@ mod presence;
 mod recent;
 mod run;
 mod typing;
+mod wakes;
 
 pub use burst::Burst;
 pub use presence::presence_event;
-pub use run::Wakes;
 pub use typing::{expire_typing, typing_event};
+pub use wakes::{Wakes, WriteGuard};
 
 /// Turns doorbells into events for this daemon's sockets.
 pub struct Relay {
@@ -73,8 +74,11 @@ impl Relay {
         let mut rooms = Vec::new();
         for (room, rev, _) in &burst.changes {
             match self.hub.position(*room) {
-                // Followed here, and the stream moved past what was read.
-                Some((_, Some(read))) if *rev > read => rooms.push(*room),
+                // Followed here, and the stream moved past what was read, unless an own
+                // write to the room will deliver it (see `wakes`).
+                Some((_, Some(read))) if *rev > read && !self.wakes.hold(*room, *rev) => {
+                    rooms.push(*room)
+                }
                 _ => {}
             }
         }

@@ -4,42 +4,14 @@
 //! Doorbells are taken in bursts: whatever is already waiting when one arrives is read
 //! with it, so a room that rang many times is read once.
 
-use std::sync::Mutex;
-
 use tokio_util::sync::CancellationToken;
 
 use super::{Burst, Relay};
 use crate::bus::{Doorbell, Signal, Signals};
 use crate::hub::FlushDue;
-use crate::protocol::RoomId;
 
 /// Doorbells taken into one burst at most, besides the one that started it.
 const MAX_BURST: usize = 1024;
-
-/// Rooms this daemon just started following: their stream is read once more, for
-/// doorbells that rang before the relay knew where the room's stream stood.
-#[derive(Default)]
-pub struct Wakes {
-    rooms: Mutex<Vec<RoomId>>,
-    woken: tokio::sync::Notify,
-}
-
-impl Wakes {
-    pub fn wake(&self, room: RoomId) {
-        self.rooms.lock().unwrap().push(room);
-        self.woken.notify_one();
-    }
-
-    /// Wakes the relay without a room: it flushes what others queued (see
-    /// [`crate::hub::Hub::deliver_own`]).
-    pub fn nudge(&self) {
-        self.woken.notify_one();
-    }
-
-    fn take(&self) -> Vec<RoomId> {
-        std::mem::take(&mut *self.rooms.lock().unwrap())
-    }
-}
 
 impl Relay {
     /// Relays what the bus rings until it stops or `cancel` fires.
@@ -64,7 +36,7 @@ impl Relay {
                         Some(signal) => Some(signal),
                         None => break,
                     },
-                    _ = self.wakes.woken.notified() => None,
+                    _ = self.wakes.woken() => None,
                     _ = sleep_until(deadline) => {
                         self.hub.flush();
                         deadline = None;
@@ -101,6 +73,11 @@ impl Relay {
                 if let Some((_, Some(rev))) = self.hub.position(room) {
                     burst.add(Doorbell::Changes { room, rev: rev + 1 });
                 }
+            }
+            // Doorbells held while this daemon's own writes were in flight, whose
+            // changes those writes did not deliver themselves.
+            for (room, rev) in self.wakes.take_held() {
+                burst.add(Doorbell::Changes { room, rev });
             }
             if !burst.is_empty() {
                 self.ring(burst).await;
