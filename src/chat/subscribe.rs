@@ -142,11 +142,14 @@ impl<R: Replies> Ctx<'_, R> {
             self.app.presence.arrive(room_id, user).await;
             // The others here see me at once; other daemons when my row is written.
             if hub.local_arrival(room_id, user, me_name.as_deref()) {
-                hub.announce(
+                // Announced by the relay with the other arrivals gathered meanwhile, and
+                // written with its next flush of announcements (within ANNOUNCE_DELAY):
+                // in a join storm, every join announcing to a big room under the hub's
+                // lock and flushing it at once held the runtime's threads.
+                self.app.wakes.announce_arrival(
                     room_id,
-                    &[presence_event(room_id, user, me_name.as_deref(), true)],
+                    presence_event(room_id, user, me_name.as_deref(), true),
                 );
-                hub.flush();
             }
         }
         let me_name = me_name.as_deref();

@@ -74,6 +74,9 @@ impl Relay {
                     burst.add(Doorbell::Changes { room, rev: rev + 1 });
                 }
             }
+            for (room, events) in self.wakes.take_arrivals() {
+                self.hub.announce(room, &events);
+            }
             // Doorbells held while this daemon's own writes were in flight, whose
             // changes those writes did not deliver themselves.
             for (room, rev) in self.wakes.take_held() {

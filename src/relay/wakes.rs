@@ -1,5 +1,6 @@
 //! What wakes the relay besides doorbells: rooms this daemon just started following,
-//! a nudge to flush, and this daemon's own message writes in flight.
+//! a nudge to flush, its own users' arrivals to announce, and its own message writes in
+//! flight.
 //!
 //! A message sent through a socket here is delivered from the RPC's result
 //! ([`crate::hub::Hub::deliver_own`]). Its doorbell usually arrives while the RPC's
@@ -11,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::hub::Event;
 use crate::protocol::RoomId;
 
 #[derive(Default)]
@@ -21,6 +23,8 @@ pub struct Wakes {
     writing: Mutex<HashMap<RoomId, (u32, Option<i64>)>>,
     /// Held doorbells released by the end of the writes they waited for.
     held: Mutex<Vec<(RoomId, i64)>>,
+    /// Arrivals of this daemon's own users, announced by the relay in one batch per room.
+    arrivals: Mutex<Vec<(RoomId, Event)>>,
 }
 
 impl Wakes {
@@ -34,6 +38,28 @@ impl Wakes {
     /// [`crate::hub::Hub::deliver_own`]).
     pub fn nudge(&self) {
         self.woken.notify_one();
+    }
+
+    /// Announces a user's arrival here to the room's other sockets. The relay writes
+    /// what gathered in one batch per room: in a join storm, one announcement per join,
+    /// each queued into every socket of a big room under the hub's lock, held up every
+    /// other join.
+    pub fn announce_arrival(&self, room: RoomId, event: Event) {
+        self.arrivals.lock().unwrap().push((room, event));
+        self.woken.notify_one();
+    }
+
+    /// The arrivals gathered so far, grouped by room in the order they came.
+    pub(super) fn take_arrivals(&self) -> Vec<(RoomId, Vec<Event>)> {
+        let arrivals = std::mem::take(&mut *self.arrivals.lock().unwrap());
+        let mut by_room: Vec<(RoomId, Vec<Event>)> = Vec::new();
+        for (room, event) in arrivals {
+            match by_room.iter_mut().find(|(r, _)| *r == room) {
+                Some((_, events)) => events.push(event),
+                None => by_room.push((room, vec![event])),
+            }
+        }
+        by_room
     }
 
     /// An own write to the room starts; its end is the guard's drop (however the call
