@@ -165,8 +165,10 @@ export function createChatClient(token, url = defaultChatUrl(), options = {}) {
 
   function sendJoin(roomId, r) {
     const frame = { type: 'join', roomId, ref: 'join:' + roomId };
+    // With sinceRev, `since` (the last seq seen) tells the daemon which replayed
+    // messages are new to us (`message`) and which are changes (`message_updated`).
     if (r.lastRev != null) frame.sinceRev = r.lastRev;
-    else if (r.lastSeq != null) frame.since = r.lastSeq;
+    if (r.lastSeq != null) frame.since = r.lastSeq;
     rawSend(frame);
   }
 

@@ -217,7 +217,7 @@ describe('chat client', () => {
     latest().reply({ type: 'read', roomId: 1, rev: 21, prevRev: 20, user: { id: 8, name: 'B' }, seq: 4 });
     latest().reply({ type: 'member_joined', roomId: 1, rev: 22, prevRev: 21, user: { id: 9, name: 'C' }, role: 'member' });
     reconnect(t);
-    assert.deepEqual(latest().framesOf('join').map((f) => [f.roomId, f.sinceRev, f.since]), [[1, 22, undefined]]);
+    assert.deepEqual(latest().framesOf('join').map((f) => [f.roomId, f.sinceRev, f.since]), [[1, 22, 4]]);
     // The replay chains from sinceRev; then joined; then live from its lastRev.
     latest().reply({ type: 'message', roomId: 1, rev: 24, prevRev: 22, message: msg(5, 5, 24) });
     latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 5, lastRev: 25 });
