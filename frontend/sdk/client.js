@@ -292,6 +292,18 @@ export function createChatClient(token, url = defaultChatUrl(), options = {}) {
         }), false);
         break;
       }
+      case 'resync': {
+        // The daemon skipped the room ahead (too far behind after losing its database
+        // connection): re-join from the last rev seen; the daemon will say `behind`.
+        const r = rooms.get(frame.roomId);
+        if (r && !r.rejoining) {
+          r.rejoining = true;
+          r.joined = false;
+          emit('gap', { roomId: frame.roomId, lastRev: r.lastRev, prevRev: frame.lastRev });
+          if (state === 'open') sendJoin(frame.roomId, r);
+        }
+        break;
+      }
       case 'read':
       case 'member_joined':
       case 'member_left':

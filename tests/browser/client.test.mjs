@@ -254,6 +254,18 @@ describe('chat client', () => {
     assert.equal(gaps.length, 1);
   });
 
+  it('a resync re-joins the room from the last rev seen', (t) => {
+    const client = connectedClient(t);
+    client.joinRoom(1);
+    latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 3, lastRev: 9 });
+    latest().reply({ type: 'resync', roomId: 1, lastSeq: 20000, lastRev: 30000 });
+    assert.deepEqual(latest().framesOf('join').map((f) => [f.sinceRev, f.since]), [[undefined, undefined], [9, 3]]);
+    // Frames after the jump do not continue the chain: dropped until the re-join answers.
+    latest().reply({ type: 'message', roomId: 1, rev: 30001, prevRev: 30000, message: msg(7, 20001, 30001) });
+    assert.deepEqual(client.messages(1), []);
+    assert.equal(latest().framesOf('join').length, 2, 'one re-join');
+  });
+
   it('joined with behind drops what it held and loads the latest history page', async (t) => {
     const client = connectedClient(t);
     let behind = null;
