@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use super::{db_error, not_member, parse, Closed, Ctx, Replies};
 use crate::db::RawJson;
 use crate::hub::Event;
-use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId};
+use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId, StreamFrame};
 use crate::relay::WriteGuard;
 
 pub(crate) type Reply = Result<(), FrameError>;
@@ -83,7 +83,11 @@ impl<R: Replies> Ctx<'_, R> {
         let id = self.conn.identity.clone().expect("authenticated");
         let user = id.user_id;
         Ok(match frame {
-            ClientFrame::Join { room_id, since } => return self.join(r, room_id, since).await,
+            ClientFrame::Join {
+                room_id,
+                since,
+                since_rev,
+            } => return self.join(r, room_id, since, since_rev).await,
             ClientFrame::Leave { room_id } => {
                 self.leave_locally(room_id).await;
                 return self
@@ -309,11 +313,8 @@ impl<R: Replies> Ctx<'_, R> {
     /// (see [`crate::hub::Hub::deliver_own`]); its doorbell then finds nothing to read.
     /// The relay writes it with its next flush, which the nudge makes due now.
     fn deliver_own(&self, room_id: RoomId, stored: &Stored, row: RawJson) {
-        let event = Event {
-            seq: Some(stored.seq),
-            rev: Some(stored.rev),
-            ..Event::to_all(protocol::message_frame(room_id, &row.0))
-        };
+        let frame = StreamFrame::raw("message", room_id, stored.rev, "message", &row.0);
+        let event = Event::stream(frame, Some(stored.seq));
         if self.app.hub.deliver_own(room_id, event) {
             metrics::counter!("pgchat_messages_out_total").increment(1);
             self.app.wakes.nudge();
