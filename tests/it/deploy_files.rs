@@ -110,12 +110,12 @@ fn env_of(container: &Value) -> BTreeMap<String, String> {
 /// `Config`'s fields, uppercased as envy reads them, and whether each has a serde default.
 /// Read from the source so that a new field shows up here without anyone listing it.
 fn config_fields() -> BTreeMap<String, bool> {
-    let src = repo_file("src/config.rs");
+    let src = repo_file("src/config/mod.rs");
     let body = src
         .split("pub struct Config {")
         .nth(1)
         .and_then(|rest| rest.split("\n}").next())
-        .expect("src/config.rs defines `pub struct Config { … }`");
+        .expect("src/config/mod.rs defines `pub struct Config { … }`");
     let mut fields = BTreeMap::new();
     let mut has_default = false;
     for line in body.lines().map(str::trim) {
