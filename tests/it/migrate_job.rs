@@ -1,13 +1,14 @@
 //! The pod's migration step against a real PostgreSQL: it waits for a server that comes
-//! up later, gives up at once on a refusal that waiting cannot fix, and tells PostgREST
-//! to reload its schema cache.
+//! up later, gives up at once on a refusal that waiting cannot fix, and still accepts the
+//! deprecated `--reload-postgrest` (migrate itself tells PostgREST to reload its schema
+//! cache when the schema changed: `migrate.rs` tests that).
 
 use crate::common;
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use pgchat::migrate_job::{migrate_when_up, reload_postgrest, JobError};
+use pgchat::migrate_job::{migrate_when_up, JobError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -105,8 +106,11 @@ async fn a_refusal_waiting_cannot_fix_fails_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// `--reload-postgrest` (what older pod files pass) is accepted, says it is deprecated,
+/// and sends nothing of its own: on an up-to-date database nothing reaches PostgREST's
+/// channel before a sentinel sent after the job ended.
 #[tokio::test]
-async fn reload_postgrest_rings_postgrests_channel() {
+async fn reload_postgrest_is_accepted_as_a_deprecated_no_op() {
     let db = common::TestDb::new().await;
     let (listener, mut connection) = tokio_postgres::connect(&db.admin_url, NoTls).await.unwrap();
     let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
@@ -120,10 +124,41 @@ async fn reload_postgrest_rings_postgrests_channel() {
     });
     listener.batch_execute("LISTEN pgrst").await.unwrap();
 
-    reload_postgrest(&db.admin_url).await.unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgchat"))
+        .args(["migrate", "--reload-postgrest"])
+        .env_clear()
+        .env("ADMIN_DATABASE_URL", &db.admin_url)
+        .env("DATABASE_URL", &db.authenticator_url)
+        .env("JWT_SECRET", common::JWT_SECRET)
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("migrate ends within 60 s")
+        .expect("run pgchat migrate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("--reload-postgrest is deprecated"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("migrated: 0 migration(s) applied"),
+        "{stdout}"
+    );
+
+    listener
+        .batch_execute("NOTIFY pgrst, 'sentinel'")
+        .await
+        .unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), notifications.recv())
         .await
-        .expect("a notification within 5 s")
+        .expect("the sentinel within 5 s")
         .unwrap();
-    assert_eq!(got, ("pgrst".to_string(), "reload schema".to_string()));
+    assert_eq!(got, ("pgrst".to_string(), "sentinel".to_string()));
 }
