@@ -1,10 +1,10 @@
 //! The integration tests, as one test binary: one module per former `tests/<name>.rs`
 //! (same name), so `tests/common` and the daemon's library are compiled once for all of
-//! them instead of once per file. Every test still runs against the real PostgreSQL and
-//! real WebSocket clients; under `cargo nextest` each test is its own process, as before.
+//! them instead of once per file. The tests still use the real PostgreSQL and real
+//! WebSocket clients; under `cargo nextest` each test is its own process, as before.
 //!
-//! **Adding tests.** Put a new file here as `tests/it/<name>.rs` and add `mod <name>;`
-//! below, in alphabetical order. In the file, `use crate::common;` replaces the
+//! **Adding tests.** Put a new file here (`git mv tests/<name>.rs tests/it/<name>.rs`)
+//! and add `mod <name>;` below, in alphabetical order. In the file, `use crate::common;` replaces the
 //! `mod common;` a standalone test file declares (and `use crate::common::ws_extra;` or
 //! `use crate::common::raw_ws;` replaces `#[path = "common/…"] mod …;`); a `#[path]` to
 //! a fixture gains a `../` (`#[path = "../fixtures/…"]`). Nothing else changes: the
