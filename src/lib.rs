@@ -14,7 +14,7 @@
 //! - [`auth`]      JWT verification with PostgREST's rules; token minting
 //! - [`db`]        the pool and the "run as this user" transaction
 //! - [`migrate`]   the embedded `sql/` migrations (once each) and definitions (re-run)
-//! - [`migrate_job`] migrate as a pod's step: wait for PostgreSQL, reload PostgREST, stay
+//! - [`migrate_job`] migrate as a pod's step: wait for PostgreSQL, migrate, stay
 //! - [`protocol`]  client and server frames: parsing, validation, serialisation
 //! - [`app`]       the shared state every connection and task reads
 //! - [`chat`]      the chat core: what each request does, for any transport

@@ -33,8 +33,9 @@ enum Command {
         /// Wait up to this many seconds for PostgreSQL to accept connections (in a pod).
         #[arg(long, default_value_t = 0)]
         wait_secs: u64,
-        /// Then ask PostgREST to reload its schema cache (`NOTIFY pgrst, 'reload schema'`).
-        #[arg(long)]
+        /// Deprecated, does nothing: migrate itself asks PostgREST to reload its schema
+        /// cache whenever it changed the schema. Still accepted for older pod files.
+        #[arg(long, hide = true)]
         reload_postgrest: bool,
         /// Then stay up until stopped, so that a pod runs the migration once per start.
         #[arg(long)]
@@ -104,6 +105,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             stay,
         } => {
             pgchat::telemetry::init(&config.log_format);
+            if reload_postgrest {
+                tracing::warn!(
+                    "--reload-postgrest is deprecated and does nothing: migrate itself sends \
+                     NOTIFY pgrst, 'reload schema' whenever it changed the schema"
+                );
+            }
             let report = pgchat::migrate_job::migrate_when_up(
                 config.admin_url(),
                 &database_settings(&config)?,
@@ -124,9 +131,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     ""
                 }
             );
-            if reload_postgrest {
-                pgchat::migrate_job::reload_postgrest(config.admin_url()).await?;
-            }
             if stay {
                 pgchat::server::shutdown_signal().await;
             }

@@ -1,5 +1,6 @@
-//! `pgchat migrate` as a pod's migration step: wait for PostgreSQL, migrate, tell
-//! PostgREST to reload its schema cache, and optionally stay up until stopped.
+//! `pgchat migrate` as a pod's migration step: wait for PostgreSQL, migrate (which ends
+//! by telling PostgREST to reload its schema cache when the schema changed), and
+//! optionally stay up until stopped.
 //!
 //! In a pod every container starts at once, PostgreSQL included, so the step that holds
 //! the superuser's credentials has to wait for it itself (an init container would run
@@ -12,7 +13,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 use crate::migrate::{migrate, DatabaseSettings, MigrateError, MigrateReport};
 
@@ -25,8 +25,6 @@ pub enum JobError {
     Migrate(#[from] MigrateError),
     #[error("PostgreSQL did not accept connections within {secs} s: {last}")]
     GaveUp { secs: u64, last: MigrateError },
-    #[error("asking PostgREST to reload its schema cache failed: {0}")]
-    Reload(#[source] tokio_postgres::Error),
 }
 
 /// Migrates the database at `admin_url`, retrying for up to `wait` while PostgreSQL is
@@ -75,22 +73,6 @@ fn not_up_yet(e: &MigrateError) -> bool {
         },
         _ => false,
     }
-}
-
-/// `NOTIFY pgrst, 'reload schema'`: what PostgREST asks of migration tools, so that new
-/// functions are served at once (it may have loaded its cache before the schema existed).
-pub async fn reload_postgrest(admin_url: &str) -> Result<(), JobError> {
-    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
-        .await
-        .map_err(JobError::Reload)?;
-    let connection = tokio::spawn(connection);
-    let result = client
-        .batch_execute("NOTIFY pgrst, 'reload schema'")
-        .await
-        .map_err(JobError::Reload);
-    drop(client);
-    let _ = connection.await;
-    result
 }
 
 #[cfg(test)]

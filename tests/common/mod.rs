@@ -9,8 +9,10 @@ pub mod child;
 pub mod doorbell;
 pub mod postgrest;
 pub mod private_cluster;
+pub mod raw_ws;
 pub mod server;
 pub mod stranger;
+pub mod ws_extra;
 
 use std::sync::OnceLock;
 

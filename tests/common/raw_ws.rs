@@ -1,7 +1,6 @@
 //! A WebSocket client over a raw TCP socket, for what a library client will not do:
 //! pick its source address, shrink its receive buffer, send forbidden close frames,
-//! and see the exact bytes the server put on the wire. Included with
-//! `#[path = "common/raw_ws.rs"] mod raw_ws;`.
+//! and see the exact bytes the server put on the wire (`use crate::common::raw_ws;`).
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,6 +1,5 @@
-//! Extra WebSocket helpers for `ws_tokens.rs` and `ws_errors.rs`, included there with
-//! `#[path = "common/ws_extra.rs"] mod ws_extra;` (kept out of `common/mod.rs` so other
-//! test crates are unaffected).
+//! Extra WebSocket helpers for the `ws_tokens`, `ws_errors` and `jwt_keys` tests
+//! (`use crate::common::ws_extra;`).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
