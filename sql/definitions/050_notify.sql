@@ -207,3 +207,17 @@ language sql stable security definer set search_path = api, public as $$
 $$;
 revoke execute on function pgchat.member_change_at(bigint, bigint) from public;
 grant execute on function pgchat.member_change_at(bigint, bigint) to authenticator;
+
+-- Memberships these users began since `since`: after its LISTEN connection was lost, a
+-- daemon tells its sockets about rooms their users joined meanwhile, as the doorbell
+-- would have (it reads only the rooms it follows otherwise).
+create or replace function pgchat.memberships_begun_since(users bigint[], since timestamptz)
+returns table (room_id bigint, rev bigint, user_id bigint, body text)
+language sql stable security definer set search_path = api, public as $$
+  select c.room_id, c.rev, c.key,
+         (select private.room_json(r) from api.chat_rooms r where r.id = c.room_id)::text
+    from private.room_changes c
+   where c.kind = 'member' and c.present and c.key = any (users) and c.changed_at >= since;
+$$;
+revoke execute on function pgchat.memberships_begun_since(bigint[], timestamptz) from public;
+grant execute on function pgchat.memberships_begun_since(bigint[], timestamptz) to authenticator;

@@ -308,6 +308,11 @@ impl Hub {
         self.rooms.lock().unwrap().keys().copied().collect()
     }
 
+    /// Users with a socket here.
+    pub fn user_ids(&self) -> Vec<UserId> {
+        self.users.lock().unwrap().keys().copied().collect()
+    }
+
     /// Whether `user` has a socket here, subscribed to the room or not.
     pub fn has_user(&self, user: UserId) -> bool {
         self.users.lock().unwrap().contains_key(&user)

@@ -175,8 +175,11 @@ impl Relay {
     /// Relays one page of a room's changes in order; returns the last rev in it.
     async fn apply(&self, room: RoomId, page: &[Change]) -> Option<i64> {
         let mut departed = Vec::new();
+        // Messages above the room's seq cursor as the page starts were never sent from
+        // here: each is a `message`, even when it comes after a newer one (it was edited
+        // after that one was written, so its rev is higher) and the cursor has moved on.
+        let seq_cursor = self.hub.position(room).and_then(|(seq, _)| seq);
         for change in page {
-            let seq_cursor = self.hub.position(room).and_then(|(seq, _)| seq);
             let body = change.body.as_deref().unwrap_or("null");
             let rev = change.rev;
             match (change.kind.as_str(), change.seq, change.user) {
@@ -249,6 +252,39 @@ impl Relay {
             if present && age < MEMBER_CHANGE_FRESH_MS {
                 self.tell_joined(room, rev, user, body.as_deref().unwrap_or("null"));
             }
+        }
+        Ok(())
+    }
+
+    /// After a LISTEN loss that began at `lost_at`: rooms the users with sockets here
+    /// joined meanwhile are told to them, as the doorbells would have (a room nobody
+    /// here follows is read for no other reason). Already told joins are not told again.
+    pub(super) async fn memberships_begun(
+        &self,
+        lost_at: std::time::SystemTime,
+    ) -> Result<(), DbError> {
+        let users = self.hub.user_ids();
+        if users.is_empty() {
+            return Ok(());
+        }
+        // A minute's margin for the clocks of the daemon's and the database's hosts.
+        let since = lost_at - Duration::from_secs(60);
+        let client = self.db.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "select room_id, rev, user_id, body from pgchat.memberships_begun_since($1, $2)",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&users, &since]).await?;
+        drop(client);
+        for row in rows {
+            let body: Option<String> = row.get(3);
+            self.tell_joined(
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                body.as_deref().unwrap_or("null"),
+            );
         }
         Ok(())
     }

@@ -47,6 +47,8 @@ pub struct Relay {
     /// Membership changes already told to the member's sockets, so that one rung twice
     /// (or read both by rev and in the stream) is told once.
     told_joins: Mutex<recent::Recent>,
+    /// When the bus was lost, until the resync after it.
+    lost_at: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Relay {
@@ -66,6 +68,7 @@ impl Relay {
             queue_capacity,
             wakes,
             told_joins: Mutex::new(recent::Recent::default()),
+            lost_at: Mutex::new(None),
         }
     }
 
@@ -106,6 +109,12 @@ impl Relay {
     pub async fn resync(&self) {
         if let Err(e) = self.recheck_memberships().await {
             tracing::warn!(error = %e, "could not re-check memberships");
+        }
+        let lost_at = self.lost_at.lock().unwrap().take();
+        if let Some(lost_at) = lost_at {
+            if let Err(e) = self.memberships_begun(lost_at).await {
+                tracing::warn!(error = %e, "could not read memberships begun meanwhile");
+            }
         }
         self.catch_up_all().await;
         self.hub.flush();

@@ -61,6 +61,10 @@ impl Relay {
                 }
                 Some(Signal::Connected { first }) => self.connected(first).await,
                 Some(Signal::Lost) => {
+                    self.lost_at
+                        .lock()
+                        .unwrap()
+                        .get_or_insert_with(std::time::SystemTime::now);
                     self.hub.flush();
                     self.hub.flush_settled();
                     // Changes may be missed until the bus is back: no roster can be trusted.
