@@ -1,0 +1,314 @@
+//! One model client: a real WebSocket connection of one user to one daemon, and what it
+//! knows of the room, built only from its snapshot and the frames it received. It checks
+//! the stream's contract as frames arrive: every stream frame's `prevRev` is the rev of
+//! the last one it applied, live frames are never duplicates, a deletion has no text.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::snapshot;
+use super::view::Known;
+use crate::common::postgrest::Postgrest;
+use crate::common::server::Client;
+
+/// Frames that belong to the room's change stream and carry `rev` and `prevRev`.
+const STREAM: [&str; 5] = [
+    "message",
+    "message_updated",
+    "read",
+    "member_joined",
+    "member_left",
+];
+
+pub struct ModelClient {
+    pub name: String,
+    pub user: i64,
+    pub room: i64,
+    pub daemon: usize,
+    ws: Option<Client>,
+    pub known: Option<Known>,
+    /// Subscribed (a `joined` arrived, no `room_left` since).
+    pub subscribed: bool,
+    /// Between sending `join` and its reply: frames are replayed ones.
+    joining: bool,
+    /// Frames with a rev above this are live (the `joined` reply's `lastRev`).
+    live_after: i64,
+    /// A `room` arrived while unsubscribed: the user (re)joined the room.
+    pub room_offered: bool,
+    replies: HashMap<String, Value>,
+    next_ref: u64,
+    /// The last frames received, for a failure's report.
+    recent: Vec<String>,
+}
+
+pub type Outcome<T> = Result<T, String>;
+
+impl ModelClient {
+    pub fn new(name: String, user: i64, room: i64, daemon: usize) -> ModelClient {
+        ModelClient {
+            name,
+            user,
+            room,
+            daemon,
+            ws: None,
+            known: None,
+            subscribed: false,
+            joining: false,
+            live_after: i64::MAX,
+            room_offered: false,
+            replies: HashMap::new(),
+            next_ref: 0,
+            recent: Vec::new(),
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.ws.is_some()
+    }
+
+    /// Connects and authenticates (not subscribed to anything yet).
+    pub async fn connect(&mut self, url: &str, daemon: usize) {
+        self.ws = Some(Client::authed(url, self.user).await);
+        self.daemon = daemon;
+        self.subscribed = false;
+        self.room_offered = false;
+        self.replies.clear();
+    }
+
+    /// Drops the connection without a word; what the client knows is kept for resuming.
+    pub async fn disconnect(&mut self) {
+        if let Some(mut c) = self.ws.take() {
+            let _ = c.ws.close(None).await;
+        }
+        self.subscribed = false;
+        self.joining = false;
+        self.room_offered = false;
+    }
+
+    pub fn recent(&self) -> String {
+        self.recent.join("\n      ")
+    }
+
+    /// Subscribes: a fresh snapshot when the client knows nothing of the room (or, with
+    /// `from_zero`, an empty state that `sinceRev: 0` must fill), else a resume from its
+    /// last rev. Not a member: stays unsubscribed.
+    pub async fn subscribe(&mut self, pg: &Postgrest, roles: bool, from_zero: bool) -> Outcome<()> {
+        let snap = snapshot::read(pg, self.user, self.room).await;
+        if snap.room.is_none() {
+            return Ok(());
+        }
+        match self.known.as_mut() {
+            Some(k) => k.refresh_membership(&snap),
+            None => {
+                let mut k = Known::from_snapshot(&snap, self.room, self.user, roles);
+                if from_zero {
+                    k.messages.clear();
+                    k.members.clear();
+                    k.markers.clear();
+                    k.rev = 0;
+                }
+                self.known = Some(k);
+            }
+        }
+        let since = self.known.as_ref().unwrap().rev;
+        self.joining = true;
+        self.live_after = i64::MAX;
+        let reply = self
+            .request(json!({"type": "join", "roomId": self.room, "sinceRev": since}))
+            .await;
+        self.joining = false;
+        let reply = reply?;
+        match reply["type"].as_str() {
+            Some("joined") => {}
+            Some("error") if reply["code"] == "forbidden" => return Ok(()),
+            _ => return Err(format!("{}: join sinceRev {since} → {reply}", self.name)),
+        }
+        if reply["behind"] == json!(true) {
+            return Err(format!("{}: a small room answered behind: {reply}", self.name));
+        }
+        let last_rev = reply["lastRev"]
+            .as_i64()
+            .ok_or_else(|| format!("{}: joined without lastRev: {reply}", self.name))?;
+        if reply["lastSeq"].as_i64().is_none() {
+            return Err(format!("{}: joined without lastSeq: {reply}", self.name));
+        }
+        self.live_after = last_rev;
+        self.subscribed = true;
+        self.room_offered = false;
+        Ok(())
+    }
+
+    /// Sends a frame with a ref and reads (applying every frame) until its reply.
+    pub async fn request(&mut self, mut frame: Value) -> Outcome<Value> {
+        self.next_ref += 1;
+        let r = format!("{}-{}", self.name, self.next_ref);
+        frame["ref"] = json!(r);
+        self.ws
+            .as_mut()
+            .ok_or_else(|| format!("{}: request while disconnected", self.name))?
+            .send(frame.clone())
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(reply) = self.replies.remove(&r) {
+                return Ok(reply);
+            }
+            if !self.pump_one(deadline).await? {
+                return Err(format!("{}: no reply to {frame}", self.name));
+            }
+        }
+    }
+
+    /// Reads and applies one frame; false when none came before the deadline.
+    pub async fn pump_one(&mut self, deadline: Instant) -> Outcome<bool> {
+        let ws = self
+            .ws
+            .as_mut()
+            .ok_or_else(|| format!("{}: reading while disconnected", self.name))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(frame) = ws.try_recv(left).await else {
+            return Ok(false);
+        };
+        self.recent.push(frame.to_string());
+        if self.recent.len() > 12 {
+            self.recent.remove(0);
+        }
+        self.handle(&frame)
+            .map_err(|e| format!("{}: {e}\n    on frame {frame}", self.name))?;
+        if let Some(r) = frame["ref"].as_str() {
+            self.replies.insert(r.to_string(), frame.clone());
+        }
+        Ok(true)
+    }
+
+    fn handle(&mut self, f: &Value) -> Outcome<()> {
+        let kind = f["type"].as_str().unwrap_or_default();
+        match kind {
+            k if STREAM.contains(&k) => self.stream(f),
+            "message_deleted" => Err("message_deleted is no longer sent".into()),
+            "resync" => Err("resync in a small room".into()),
+            "room" => {
+                if !self.subscribed {
+                    self.room_offered = true;
+                }
+                Ok(())
+            }
+            "room_left" => {
+                self.subscribed = false;
+                self.room_offered = false;
+                Ok(())
+            }
+            "error" if f["ref"].is_null() => Err("an error nobody asked for".into()),
+            _ => Ok(()), // replies, presence, typing: not on the stream
+        }
+    }
+
+    /// Applies one stream frame, checking the chain and the message state's rules.
+    fn stream(&mut self, f: &Value) -> Outcome<()> {
+        if f["roomId"] != json!(self.room) {
+            return Err("a frame for another room".into());
+        }
+        if !self.subscribed && !self.joining {
+            return Err("a stream frame while not subscribed".into());
+        }
+        let known = self.known.as_mut().ok_or("a stream frame with no state")?;
+        let rev = f["rev"].as_i64().ok_or("a stream frame without rev")?;
+        let prev = f["prevRev"].as_i64().ok_or("a stream frame without prevRev")?;
+        if prev != known.rev {
+            return Err(format!("prevRev {prev}, but the last rev seen is {}", known.rev));
+        }
+        if rev <= prev {
+            return Err(format!("rev {rev} not after prevRev {prev}"));
+        }
+        let live = rev > self.live_after;
+        match f["type"].as_str().unwrap() {
+            kind @ ("message" | "message_updated") => {
+                let m = &f["message"];
+                let id = m["id"].as_i64().ok_or("a message without id")?;
+                if m["rev"] != json!(rev) {
+                    return Err("the message's rev is not the frame's".into());
+                }
+                if !m["deleted_at"].is_null() && !(m["message"].is_null() || m["message"] == "") {
+                    return Err("a deleted message still has text".into());
+                }
+                let had = known.messages.contains_key(&id);
+                if live && kind == "message" && had {
+                    return Err(format!("live `message` for message {id}, already known"));
+                }
+                if live && kind == "message_updated" && !had {
+                    return Err(format!("live `message_updated` for unknown message {id}"));
+                }
+                let seq = m["seq"].as_i64().ok_or("a message without seq")?;
+                if live && kind == "message" && m["user_id"] == json!(known.me) {
+                    known.last_sent_seq = known.last_sent_seq.max(seq);
+                }
+                known.messages.insert(id, m.clone());
+            }
+            "read" => {
+                let user = f["user"]["id"].as_i64().ok_or("read without user.id")?;
+                let seq = f["seq"].as_i64().ok_or("read without seq")?;
+                known.markers.insert(user, seq);
+            }
+            "member_joined" => {
+                let user = f["user"]["id"].as_i64().ok_or("member_joined without user.id")?;
+                let role = f.get("role").cloned();
+                known.members.insert(user, (f["user"]["name"].clone(), role));
+                known.markers.insert(user, 0);
+            }
+            "member_left" => {
+                let user = f["user"]["id"].as_i64().ok_or("member_left without user.id")?;
+                known.members.remove(&user);
+                known.markers.remove(&user);
+                if user == known.me && !self.joining {
+                    self.subscribed = false;
+                }
+            }
+            _ => unreachable!(),
+        }
+        known.rev = rev;
+        Ok(())
+    }
+
+    /// Reads until this client is where the room is: subscribed at `target` when its
+    /// user is a member (subscribing when a `room` tells it so), unsubscribed when not.
+    pub async fn settle(
+        &mut self,
+        pg: &Postgrest,
+        member: bool,
+        target: i64,
+        roles: bool,
+        deadline: Instant,
+    ) -> Outcome<()> {
+        loop {
+            if !self.connected() {
+                return Ok(());
+            }
+            if member && self.subscribed {
+                let rev = self.known.as_ref().map_or(0, |k| k.rev);
+                if rev == target {
+                    return Ok(());
+                }
+                if rev > target {
+                    return Err(format!("{}: at rev {rev}, past the room's {target}", self.name));
+                }
+            } else if member && self.room_offered {
+                self.subscribe(pg, roles, false).await?;
+                continue;
+            } else if !member && !self.subscribed {
+                return Ok(());
+            }
+            if !self.pump_one(deadline).await? {
+                let at = self.known.as_ref().map(|k| k.rev);
+                return Err(format!(
+                    "{}: stuck (member {member}, subscribed {}, rev {at:?}, room's {target})\n      {}",
+                    self.name,
+                    self.subscribed,
+                    self.recent()
+                ));
+            }
+        }
+    }
+}
