@@ -95,7 +95,7 @@ impl ModelClient {
     /// Subscribes: a fresh snapshot when the client knows nothing of the room (or, with
     /// `from_zero`, an empty state that `sinceRev: 0` must fill), else a resume from its
     /// last rev. Not a member: stays unsubscribed.
-    pub async fn subscribe(&mut self, pg: &Postgrest, roles: bool, from_zero: bool) -> Outcome<()> {
+    pub async fn subscribe(&mut self, pg: &Postgrest, from_zero: bool) -> Outcome<()> {
         let snap = snapshot::read(pg, self.user, self.room).await;
         if snap.room.is_none() {
             return Ok(());
@@ -103,7 +103,7 @@ impl ModelClient {
         match self.known.as_mut() {
             Some(k) => k.refresh_membership(&snap),
             None => {
-                let mut k = Known::from_snapshot(&snap, self.room, self.user, roles);
+                let mut k = Known::from_snapshot(&snap, self.room, self.user);
                 if from_zero {
                     k.messages.clear();
                     k.members.clear();
@@ -127,7 +127,10 @@ impl ModelClient {
             _ => return Err(format!("{}: join sinceRev {since} → {reply}", self.name)),
         }
         if reply["behind"] == json!(true) {
-            return Err(format!("{}: a small room answered behind: {reply}", self.name));
+            return Err(format!(
+                "{}: a small room answered behind: {reply}",
+                self.name
+            ));
         }
         let last_rev = reply["lastRev"]
             .as_i64()
@@ -216,9 +219,14 @@ impl ModelClient {
         }
         let known = self.known.as_mut().ok_or("a stream frame with no state")?;
         let rev = f["rev"].as_i64().ok_or("a stream frame without rev")?;
-        let prev = f["prevRev"].as_i64().ok_or("a stream frame without prevRev")?;
+        let prev = f["prevRev"]
+            .as_i64()
+            .ok_or("a stream frame without prevRev")?;
         if prev != known.rev {
-            return Err(format!("prevRev {prev}, but the last rev seen is {}", known.rev));
+            return Err(format!(
+                "prevRev {prev}, but the last rev seen is {}",
+                known.rev
+            ));
         }
         if rev <= prev {
             return Err(format!("rev {rev} not after prevRev {prev}"));
@@ -253,13 +261,19 @@ impl ModelClient {
                 known.markers.insert(user, seq);
             }
             "member_joined" => {
-                let user = f["user"]["id"].as_i64().ok_or("member_joined without user.id")?;
+                let user = f["user"]["id"]
+                    .as_i64()
+                    .ok_or("member_joined without user.id")?;
                 let role = f.get("role").cloned();
-                known.members.insert(user, (f["user"]["name"].clone(), role));
+                known
+                    .members
+                    .insert(user, (f["user"]["name"].clone(), role));
                 known.markers.insert(user, 0);
             }
             "member_left" => {
-                let user = f["user"]["id"].as_i64().ok_or("member_left without user.id")?;
+                let user = f["user"]["id"]
+                    .as_i64()
+                    .ok_or("member_left without user.id")?;
                 known.members.remove(&user);
                 known.markers.remove(&user);
                 if user == known.me && !self.joining {
@@ -279,7 +293,6 @@ impl ModelClient {
         pg: &Postgrest,
         member: bool,
         target: i64,
-        roles: bool,
         deadline: Instant,
     ) -> Outcome<()> {
         loop {
@@ -292,10 +305,13 @@ impl ModelClient {
                     return Ok(());
                 }
                 if rev > target {
-                    return Err(format!("{}: at rev {rev}, past the room's {target}", self.name));
+                    return Err(format!(
+                        "{}: at rev {rev}, past the room's {target}",
+                        self.name
+                    ));
                 }
             } else if member && self.room_offered {
-                self.subscribe(pg, roles, false).await?;
+                self.subscribe(pg, false).await?;
                 continue;
             } else if !member && !self.subscribed {
                 return Ok(());

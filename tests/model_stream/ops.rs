@@ -12,7 +12,6 @@ use crate::common::postgrest::Claims;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Path {
-    Socket,
     Rpc,
     Table,
     Superuser,
@@ -46,7 +45,10 @@ impl World {
 
     async fn last_seq(&self) -> i64 {
         self.admin
-            .query_one("select last_seq from api.chat_rooms where id = $1", &[&self.room])
+            .query_one(
+                "select last_seq from api.chat_rooms where id = $1",
+                &[&self.room],
+            )
             .await
             .unwrap()
             .get(0)
@@ -63,12 +65,25 @@ impl World {
     /// Picks and runs one operation; logs it first, so a failure shows what ran.
     pub async fn random_op(&mut self) -> Outcome<Option<i64>> {
         let members = self.members().await;
-        let others: Vec<i64> = self.users.iter().copied().filter(|u| !members.contains(u)).collect();
+        let others: Vec<i64> = self
+            .users
+            .iter()
+            .copied()
+            .filter(|u| !members.contains(u))
+            .collect();
         let messages = self.messages().await;
         let live: Vec<&Msg> = messages.iter().filter(|m| !m.deleted).collect();
-        let editable: Vec<&Msg> = live.iter().copied().filter(|m| members.contains(&m.author)).collect();
-        let offline: Vec<usize> = (0..self.clients.len()).filter(|&i| !self.clients[i].connected()).collect();
-        let online: Vec<usize> = (0..self.clients.len()).filter(|&i| self.clients[i].connected()).collect();
+        let editable: Vec<&Msg> = live
+            .iter()
+            .copied()
+            .filter(|m| members.contains(&m.author))
+            .collect();
+        let offline: Vec<usize> = (0..self.clients.len())
+            .filter(|&i| !self.clients[i].connected())
+            .collect();
+        let online: Vec<usize> = (0..self.clients.len())
+            .filter(|&i| self.clients[i].connected())
+            .collect();
         let step = self.step;
         let roll = self.rng.gen_range(0..100);
         let text = format!("step {step} {}", self.rng.gen::<u32>());
@@ -86,7 +101,9 @@ impl World {
                 let pool = if superuser { &live } else { &editable };
                 let m = pool.choose(&mut self.rng).unwrap();
                 let (id, author) = (m.id, m.author);
-                self.note(format!("{step}: edit message {id} by {path:?} (author {author})"));
+                self.note(format!(
+                    "{step}: edit message {id} by {path:?} (author {author})"
+                ));
                 self.edit(id, author, path, &text).await
             }
             15..=24 if !live.is_empty() => {
@@ -101,14 +118,18 @@ impl World {
                 let pool = if superuser { &live } else { &editable };
                 let m = pool.choose(&mut self.rng).unwrap();
                 let (id, author) = (m.id, m.author);
-                self.note(format!("{step}: delete message {id} by {path:?} (author {author})"));
+                self.note(format!(
+                    "{step}: delete message {id} by {path:?} (author {author})"
+                ));
                 self.delete(id, author, path).await
             }
             25..=34 if !members.is_empty() => {
                 let user = *members.choose(&mut self.rng).unwrap();
                 let seq = self.rng.gen_range(0..=self.last_seq().await + 1);
                 let socket = self.socket_of(user).filter(|_| self.rng.gen_bool(0.5));
-                self.note(format!("{step}: user {user} reads up to {seq} (socket {socket:?})"));
+                self.note(format!(
+                    "{step}: user {user} reads up to {seq} (socket {socket:?})"
+                ));
                 self.read(user, seq, socket).await
             }
             35..=39 if members.len() > 1 => {
@@ -135,11 +156,14 @@ impl World {
             53..=62 if !offline.is_empty() => {
                 let i = *offline.choose(&mut self.rng).unwrap();
                 let d = self.rng.gen_range(0..self.servers.len());
-                self.note(format!("{step}: {} resumes on daemon {d}", self.clients[i].name));
+                self.note(format!(
+                    "{step}: {} resumes on daemon {d}",
+                    self.clients[i].name
+                ));
                 let url = self.servers[d].url();
                 self.clients[i].connect(&url, d).await;
-                let (pg, roles) = (&self.pg, self.roles);
-                self.clients[i].subscribe(pg, roles, false).await?;
+                let pg = &self.pg;
+                self.clients[i].subscribe(pg, false).await?;
                 Ok(None)
             }
             63..=66 => {
@@ -166,11 +190,14 @@ impl World {
         for i in 0..self.clients.len() {
             if !self.clients[i].connected() {
                 let d = i % self.servers.len();
-                self.note(format!("end: {} resumes on daemon {d}", self.clients[i].name));
+                self.note(format!(
+                    "end: {} resumes on daemon {d}",
+                    self.clients[i].name
+                ));
                 let url = self.servers[d].url();
                 self.clients[i].connect(&url, d).await;
-                let (pg, roles) = (&self.pg, self.roles);
-                self.clients[i].subscribe(pg, roles, false).await?;
+                let pg = &self.pg;
+                self.clients[i].subscribe(pg, false).await?;
             }
         }
         self.settle_and_check(None).await?;
@@ -197,7 +224,11 @@ impl World {
                     .rpc(
                         &Claims::user(user),
                         "send_message",
-                        &[("room_id", &self.room), ("message", &text), ("client_id", &client_id)],
+                        &[
+                            ("room_id", &self.room),
+                            ("message", &text),
+                            ("client_id", &client_id),
+                        ],
                     )
                     .await
                     .map_err(|e| format!("send_message: {e}"))?;
@@ -212,7 +243,11 @@ impl World {
         let rev = match path {
             Path::Rpc => self
                 .pg
-                .rpc(&claims, "edit_message", &[("message_id", &id), ("message", &text)])
+                .rpc(
+                    &claims,
+                    "edit_message",
+                    &[("message_id", &id), ("message", &text)],
+                )
                 .await
                 .map(|m| m["rev"].as_i64()),
             Path::Table => self
@@ -256,7 +291,11 @@ impl World {
             }
             None => {
                 self.pg
-                    .rpc(&Claims::user(user), "mark_read", &[("room_id", &self.room), ("seq", &seq)])
+                    .rpc(
+                        &Claims::user(user),
+                        "mark_read",
+                        &[("room_id", &self.room), ("seq", &seq)],
+                    )
                     .await
                     .map_err(|e| format!("mark_read: {e}"))?;
             }
@@ -265,7 +304,12 @@ impl World {
     }
 
     /// Joins (`join`) or leaves the room as `user`, by socket or by RPC.
-    async fn membership(&mut self, user: i64, join: bool, socket: Option<usize>) -> Outcome<Option<i64>> {
+    async fn membership(
+        &mut self,
+        user: i64,
+        join: bool,
+        socket: Option<usize>,
+    ) -> Outcome<Option<i64>> {
         match socket {
             Some(i) => {
                 let kind = if join { "join_room" } else { "leave_room" };
@@ -278,7 +322,11 @@ impl World {
                 }
             }
             None => {
-                let function = if join { "join_chat_room" } else { "leave_chat_room" };
+                let function = if join {
+                    "join_chat_room"
+                } else {
+                    "leave_chat_room"
+                };
                 self.pg
                     .rpc(&Claims::user(user), function, &[("room_id", &self.room)])
                     .await

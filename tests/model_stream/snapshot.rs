@@ -13,7 +13,8 @@ pub struct Snapshot {
     pub room: Option<Value>,
     /// Every message's state, as `private.message_json` (what the socket sends).
     pub messages: BTreeMap<i64, Value>,
-    /// user id → {name, role (null without roles), last_read_seq}
+    /// user id → {name, role, last_read_seq}. The role is the membership's `role` column
+    /// once there is one; until then SPEC §6.3's rule: the room's creator is its owner.
     pub members: BTreeMap<i64, Value>,
     /// My `api.my_chat_rooms` row.
     pub mine: Option<Value>,
@@ -34,9 +35,12 @@ select json_build_object(
                  from api.chat_messages m where m.room_id = $1),
   'members', (select coalesce(json_agg(json_build_object(
                  'user_id', m.user_id, 'name', private.display_name(m.user_id),
-                 'role', to_jsonb(m) -> 'role', 'last_read_seq', m.last_read_seq)
+                 'role', coalesce(to_jsonb(m) ->> 'role',
+                                  case when m.user_id = r.created_by then 'owner' else 'member' end),
+                 'last_read_seq', m.last_read_seq)
                  order by m.user_id), '[]')
-                from api.room_members m where m.room_id = $1),
+                from api.room_members m join api.chat_rooms r on r.id = m.room_id
+               where m.room_id = $1),
   'mine', (select to_json(x) from api.my_chat_rooms x where x.id = $1),
   'me', (select json_build_object('joined_at', m.joined_at, 'last_sent_seq', m.last_sent_seq)
            from api.room_members m

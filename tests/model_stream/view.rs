@@ -60,13 +60,9 @@ pub fn pick(v: &Value, fields: &[&str]) -> Value {
     )
 }
 
-/// A member as compared: name, role (only when the schema has roles) and read marker.
-fn member(name: &Value, role: Option<&Value>, read: i64, roles: bool) -> Value {
-    let mut m = json!({"name": name, "last_read_seq": read});
-    if roles {
-        m["role"] = role.cloned().unwrap_or(Value::Null);
-    }
-    m
+/// A member as compared: name, role and read marker.
+fn member(name: &Value, role: Option<&Value>, read: i64) -> Value {
+    json!({"name": name, "role": role.cloned().unwrap_or(Value::Null), "last_read_seq": read})
 }
 
 /// A client's state for one room.
@@ -74,8 +70,6 @@ fn member(name: &Value, role: Option<&Value>, read: i64, roles: bool) -> Value {
 pub struct Known {
     pub room_id: i64,
     pub me: i64,
-    /// Whether `api.room_members` has a `role` column (roles are compared only then).
-    pub roles: bool,
     /// name, description, created_by, created_at: never changed by any operation here.
     pub statics: Value,
     pub messages: BTreeMap<i64, Value>,
@@ -92,13 +86,12 @@ pub struct Known {
 
 impl Known {
     /// The state a fresh snapshot shows (the snapshot must be of a member).
-    pub fn from_snapshot(s: &Snapshot, room_id: i64, me: i64, roles: bool) -> Known {
+    pub fn from_snapshot(s: &Snapshot, room_id: i64, me: i64) -> Known {
         let room = s.room.as_ref().expect("a member's snapshot has the room");
         let me_row = s.me.as_ref().expect("a member's snapshot has my row");
         Known {
             room_id,
             me,
-            roles,
             statics: pick(room, &["name", "description", "created_by", "created_at"]),
             messages: s.messages.clone(),
             members: s
@@ -154,9 +147,7 @@ impl Known {
             members: self
                 .members
                 .iter()
-                .map(|(id, (name, role))| {
-                    (*id, member(name, role.as_ref(), marker(id), self.roles))
-                })
+                .map(|(id, (name, role))| (*id, member(name, role.as_ref(), marker(id))))
                 .collect(),
             mine: pick(&mine, &MINE_FIELDS),
         }
@@ -165,7 +156,7 @@ impl Known {
 
 impl Snapshot {
     /// The comparable state read from the tables; None when the user sees no room.
-    pub fn view(&self, roles: bool) -> Option<View> {
+    pub fn view(&self) -> Option<View> {
         let room = self.room.as_ref()?;
         Some(View {
             room: pick(room, &ROOM_FIELDS),
@@ -175,7 +166,7 @@ impl Snapshot {
                 .iter()
                 .map(|(id, m)| {
                     let read = m["last_read_seq"].as_i64().unwrap_or(-1);
-                    (*id, member(&m["name"], Some(&m["role"]), read, roles))
+                    (*id, member(&m["name"], Some(&m["role"]), read))
                 })
                 .collect(),
             mine: pick(self.mine.as_ref().unwrap_or(&Value::Null), &MINE_FIELDS),
@@ -190,7 +181,10 @@ pub fn diff(client: &View, fresh: &View) -> String {
         out += &format!("  room: client {} / tables {}\n", client.room, fresh.room);
     }
     if client.mine != fresh.mine {
-        out += &format!("  my_chat_rooms: client {} / tables {}\n", client.mine, fresh.mine);
+        out += &format!(
+            "  my_chat_rooms: client {} / tables {}\n",
+            client.mine, fresh.mine
+        );
     }
     diff_maps(&mut out, "message", &client.messages, &fresh.messages);
     diff_maps(&mut out, "member", &client.members, &fresh.members);

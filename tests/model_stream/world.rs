@@ -28,11 +28,10 @@ pub struct World {
     pub room: i64,
     pub users: Vec<i64>,
     pub clients: Vec<ModelClient>,
-    pub roles: bool,
     pub log: Arc<Mutex<Vec<String>>>,
     pub step: usize,
     /// Kept last: the database is dropped after the daemons stop.
-    pub db: TestDb,
+    pub _db: TestDb,
 }
 
 impl World {
@@ -40,7 +39,11 @@ impl World {
         let db = TestDb::new().await;
         let mut users = Vec::new();
         for i in 0..5 {
-            users.push(db.signup(&format!("u{i}@model.test"), &format!("User {i}")).await.0);
+            users.push(
+                db.signup(&format!("u{i}@model.test"), &format!("User {i}"))
+                    .await
+                    .0,
+            );
         }
         let pg = db.postgrest().await;
         let room = pg.create_room(users[0], "model").await;
@@ -50,18 +53,9 @@ impl World {
                 .expect("join_chat_room");
         }
         let admin = db.admin().await;
-        let roles = admin
-            .query_opt(
-                "select 1 from information_schema.columns
-                  where table_schema = 'api' and table_name = 'room_members' and column_name = 'role'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .is_some();
         let mut servers = Vec::new();
         for _ in 0..2 {
-            servers.push(TestServer::start(&db, &[("DB_POOL_SIZE", "3")]).await);
+            servers.push(TestServer::start(&db, &[]).await);
         }
         // Users 0 and 1 have a socket on each daemon; user 4 is not a member yet.
         let layout = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 1), (3, 0), (4, 1)];
@@ -78,19 +72,18 @@ impl World {
             room,
             users,
             clients,
-            roles,
             log,
             step: 0,
-            db,
+            _db: db,
         };
         for i in 0..world.clients.len() {
             let d = world.clients[i].daemon;
             let url = world.servers[d].url();
             world.clients[i].connect(&url, d).await;
             let from_zero = i % 3 == 2;
-            let (pg, roles) = (&world.pg, world.roles);
+            let pg = &world.pg;
             world.clients[i]
-                .subscribe(pg, roles, from_zero)
+                .subscribe(pg, from_zero)
                 .await
                 .unwrap_or_else(|e| panic!("initial subscribe: {e}"));
         }
@@ -114,7 +107,10 @@ impl World {
     /// The room's last rev, read as the superuser.
     pub async fn last_rev(&self) -> i64 {
         self.admin
-            .query_one("select last_rev from api.chat_rooms where id = $1", &[&self.room])
+            .query_one(
+                "select last_rev from api.chat_rooms where id = $1",
+                &[&self.room],
+            )
             .await
             .unwrap()
             .get(0)
@@ -140,21 +136,23 @@ impl World {
         let target = self.last_rev().await;
         if let Some(rev) = expected {
             if rev != target {
-                return Err(format!("the operation returned rev {rev}, the room is at {target}"));
+                return Err(format!(
+                    "the operation returned rev {rev}, the room is at {target}"
+                ));
             }
         }
         let members = self.members().await;
         let deadline = Instant::now() + SETTLE;
         for c in self.clients.iter_mut() {
             let member = members.contains(&c.user);
-            c.settle(&self.pg, member, target, self.roles, deadline).await?;
+            c.settle(&self.pg, member, target, deadline).await?;
         }
         for c in &self.clients {
             if !c.connected() {
                 continue;
             }
             let snap = snapshot::read(&self.pg, c.user, self.room).await;
-            match (snap.view(self.roles), c.subscribed, c.known.as_ref()) {
+            match (snap.view(), c.subscribed, c.known.as_ref()) {
                 (None, false, _) => {}
                 (Some(fresh), true, Some(known)) => {
                     let mine = known.view();
