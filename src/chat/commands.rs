@@ -80,7 +80,11 @@ impl<R: Replies> Ctx<'_, R> {
         let id = self.conn.identity.clone().expect("authenticated");
         let user = id.user_id;
         Ok(match frame {
-            ClientFrame::Join { room_id, since } => return self.join(r, room_id, since).await,
+            ClientFrame::Join {
+                room_id,
+                since,
+                since_rev,
+            } => return self.join(r, room_id, since, since_rev).await,
             ClientFrame::Leave { room_id } => {
                 self.leave_locally(room_id).await;
                 return self

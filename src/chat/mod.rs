@@ -8,6 +8,7 @@
 //! - [`commands`]: the chat commands (message, typing, read, history, rooms, create,
 //!   join and leave room), rate limits
 //! - [`subscribe`]: joining and leaving a room's live stream on this connection
+//! - [`replay`]: what a join resumes with (`since`, `sinceRev`) and its limit
 //! - [`errors`]: database refusals as protocol errors
 //!
 //! Every chat action runs as the user through [`crate::db::Db::as_user`]; replies echo
@@ -25,6 +26,7 @@ mod authenticate;
 mod commands;
 mod conn;
 mod errors;
+mod replay;
 mod subscribe;
 
 pub use authenticate::check_role;

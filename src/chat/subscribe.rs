@@ -2,10 +2,10 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::commands::Reply;
+use super::replay::Resume;
 use super::{db_error, not_member, parse, Closed, Ctx, Replies};
 use crate::app::App;
 use crate::db::DbError;
@@ -75,9 +75,6 @@ impl Drop for RosterLoad<'_> {
     }
 }
 
-/// Messages replayed per query when a client resumes with `since`.
-const REPLAY_PAGE: i32 = 1000;
-
 #[derive(Deserialize)]
 struct LastSeq {
     last_seq: i64,
@@ -91,19 +88,17 @@ struct LastSeq {
 const ROOM_LAST_SEQ_SQL: &str =
     "select json_build_object('last_seq', r.last_seq, 'last_rev', r.last_rev, \
      'my_name', private.display_name(api.current_user_id())) from api.chat_rooms r where r.id = $1";
-#[derive(Deserialize)]
-struct SeqOf {
-    seq: i64,
-}
 
 impl<R: Replies> Ctx<'_, R> {
-    /// Subscribes this socket to a room: membership is checked as the user, missed
-    /// messages after `since` are replayed in order, then live events flow.
+    /// Subscribes this socket to a room: membership is checked as the user, what was
+    /// missed after `since` (seq) or `sinceRev` is replayed in order (unless it is more
+    /// than the replay limit: then `joined` says `behind`), then live events flow.
     pub(crate) async fn join(
         &mut self,
         r: Option<&Value>,
         room_id: RoomId,
         since: Option<i64>,
+        since_rev: Option<i64>,
     ) -> Result<Reply, Closed> {
         let Some(user) = self.conn.identity.as_ref().and_then(|i| i.user_id) else {
             tracing::info!(
@@ -130,10 +125,16 @@ impl<R: Replies> Ctx<'_, R> {
             Err(e) => return self.abort_join(room_id, e),
         };
         self.conn.rooms.insert(room_id);
-        if let Some(since) = since {
-            if let Err(e) = self.replay(room_id, since, last_seq).await? {
-                return self.abort_join(room_id, e);
-            }
+        let resume = Resume::of(since, since_rev);
+        let behind = resume.is_some_and(|from| from.behind(last_seq, last_rev));
+        let replayed = match resume {
+            _ if behind => Ok(()),
+            None => Ok(()),
+            Some(Resume::Seq(since)) => self.replay_seq(room_id, since, last_seq).await?,
+            Some(Resume::Rev(since)) => self.replay_rev(room_id, since, last_rev).await?,
+        };
+        if let Err(e) = replayed {
+            return self.abort_join(room_id, e);
         }
         // Myself as the others see me (else as my token names me), when no other socket of
         // mine is listed yet.
@@ -155,8 +156,9 @@ impl<R: Replies> Ctx<'_, R> {
             Err(e) => return self.abort_join(room_id, db_error(e)),
         };
         let joined = format!(
-            "{{\"type\":\"joined\"{},\"roomId\":{room_id},\"lastSeq\":{last_seq},\"online\":{online}}}",
-            r.map(|v| format!(",\"ref\":{v}")).unwrap_or_default()
+            "{{\"type\":\"joined\"{},\"roomId\":{room_id},\"lastSeq\":{last_seq},\"lastRev\":{last_rev}{},\"online\":{online}}}",
+            r.map(|v| format!(",\"ref\":{v}")).unwrap_or_default(),
+            if behind { ",\"behind\":true" } else { "" },
         );
         self.reply(joined.into()).await?;
         if hub.activate(room_id, conn, last_seq, last_rev) {
@@ -171,49 +173,6 @@ impl<R: Replies> Ctx<'_, R> {
         self.app.hub.unsubscribe(room_id, self.conn.handle.conn_id);
         self.conn.rooms.remove(&room_id);
         Ok(Err(e))
-    }
-
-    /// Sends, as the user, every message in (since, until] in seq order.
-    async fn replay(
-        &mut self,
-        room_id: RoomId,
-        mut since: i64,
-        until: i64,
-    ) -> Result<Reply, Closed> {
-        let sql = "select api.messages_since(room_id := $1, after_seq := $2, max_rows := $3)";
-        while since < until {
-            let page = match self
-                .call(
-                    "/rpc/messages_since",
-                    sql,
-                    &[&room_id, &since, &REPLAY_PAGE],
-                )
-                .await
-            {
-                Ok(Some(raw)) => raw,
-                Ok(None) => return Ok(Err(not_member())),
-                Err(e) => return Ok(Err(e)),
-            };
-            let rows: Vec<&RawValue> = match serde_json::from_str(&page.0) {
-                Ok(rows) => rows,
-                Err(e) => return Ok(Err(db_error(DbError::Internal(e.to_string())))),
-            };
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
-                let seq = serde_json::from_str::<SeqOf>(row.get())
-                    .map(|s| s.seq)
-                    .unwrap_or(i64::MAX);
-                if seq > until {
-                    return Ok(Ok(()));
-                }
-                self.reply(protocol::message_frame(room_id, row.get()))
-                    .await?;
-                since = seq;
-            }
-        }
-        Ok(Ok(()))
     }
 
     /// Unsubscribes this socket from a room and announces departure if it was the last.

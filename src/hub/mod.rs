@@ -8,6 +8,12 @@
 //! A subscription starts *pending*: live events are held while the joining session
 //! replays history, then released in order by [`Hub::activate`], so replay and live
 //! splice with no gap and no duplicate.
+//!
+//! Frames of a room's change stream carry `rev` and `prevRev`. The hub writes `prevRev`:
+//! the rev of the room's previous stream frame, or, for a socket that joined at a later
+//! rev than that, the rev it joined at. So every socket sees an unbroken chain from its
+//! `joined` reply on, and a `prevRev` above what a socket last saw means it missed
+//! something (after a `resync`, see [`Hub::skip_to`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -24,8 +30,8 @@ mod handle;
 pub use flush::FlushDue;
 use flush::Unflushed;
 mod roster;
-use event::kind;
 pub use event::Event;
+use event::{chain, kind, stream_frame_for};
 pub use handle::SessionHandle;
 use roster::Roster;
 pub use roster::{online_json, Name, Online};
@@ -39,9 +45,10 @@ const MAX_PENDING: usize = 4096;
 struct Subscriber {
     handle: Arc<SessionHandle>,
     user_id: UserId,
-    /// Highest message seq sent to this socket (replay included): anything at or below
-    /// it is a duplicate or predates the join, and is skipped.
-    floor: i64,
+    /// Highest stream rev this socket knows (its `joined` reply's `lastRev`, then each
+    /// stream frame sent to it): a stream event at or below it is a duplicate or predates
+    /// the join, and is skipped.
+    rev_floor: i64,
     /// Some while the session is still replaying: held events, released on activate.
     pending: Option<Vec<Event>>,
 }
@@ -53,6 +60,9 @@ struct Room {
     /// Highest rev of the room's change stream read here (see `relay`): `None` until the
     /// first join here tells where the stream stood.
     rev: Option<i64>,
+    /// The rev of the last stream frame delivered to the room's subscribers (or where a
+    /// `resync` jumped to): the next stream frame's `prevRev`.
+    sent_rev: Option<i64>,
     subscribers: HashMap<ConnId, Subscriber>,
     /// Who is online here, once loaded (see `roster`).
     roster: Option<Roster>,
@@ -154,7 +164,7 @@ impl Hub {
             Subscriber {
                 handle,
                 user_id: user,
-                floor: i64::MAX,
+                rev_floor: i64::MAX,
                 pending: Some(Vec::new()),
             },
         );
@@ -166,10 +176,11 @@ impl Hub {
         }
     }
 
-    /// Ends the pending phase: held events newer than `floor` go out in order, and from
-    /// now on events are queued directly. `rev` is the room's change-stream position read
-    /// with `floor`; returns true when it starts this daemon following the room, so the
-    /// relay reads once more whatever rang while it did not know where to start.
+    /// Ends the pending phase: held stream events newer than `rev` go out in order, and
+    /// from now on events are queued directly. `floor` and `rev` are the room's last seq
+    /// and rev as the join read them (its `joined` reply's `lastSeq` and `lastRev`);
+    /// returns true when it starts this daemon following the room, so the relay reads
+    /// once more whatever rang while it did not know where to start.
     pub fn activate(&self, room_id: RoomId, conn: ConnId, floor: i64, rev: i64) -> bool {
         let mut rooms = self.rooms.lock().unwrap();
         let Some(room) = rooms.get_mut(&room_id) else {
@@ -182,21 +193,17 @@ impl Hub {
         if started {
             room.rev = Some(rev);
         }
+        if room.sent_rev.is_none() {
+            room.sent_rev = Some(rev);
+        }
         let Some(sub) = room.subscribers.get_mut(&conn) else {
             return started;
         };
-        sub.floor = floor;
+        sub.rev_floor = rev;
         for event in sub.pending.take().unwrap_or_default() {
             let kind = event.kind();
-            match event.seq {
-                Some(seq) if seq <= sub.floor => {}
-                Some(seq) => {
-                    sub.floor = seq;
-                    sub.handle.push_kind(event.frame, kind);
-                }
-                None => {
-                    sub.handle.push_kind(event.frame, kind);
-                }
+            if let Some(frame) = stream_frame_for(&mut sub.rev_floor, &event) {
+                sub.handle.push_kind(frame, kind);
             }
         }
         started
@@ -325,8 +332,9 @@ impl Hub {
         };
         room.cursor = Some(room.cursor.map_or(last_seq, |c| c.max(last_seq)));
         room.rev = Some(room.rev.map_or(last_rev, |r| r.max(last_rev)));
+        // Subscribers' floors stay: the next stream frame's prevRev shows them the jump.
+        room.sent_rev = Some(room.sent_rev.map_or(last_rev, |r| r.max(last_rev)));
         for sub in room.subscribers.values_mut() {
-            sub.floor = sub.floor.max(last_seq);
             match &mut sub.pending {
                 Some(pending) => pending.push(Event::to_all(frame.clone())),
                 None => {
@@ -349,7 +357,8 @@ impl Hub {
     }
 
     /// Delivers an event to a room's subscribers. Message events (with seq) advance the
-    /// room's cursor and are skipped for subscribers whose floor already covers them.
+    /// room's cursor; stream events take the next place in the room's `prevRev` chain
+    /// and are skipped for subscribers whose rev floor already covers them.
     /// Frames for idle sockets are only queued: [`Hub::flush`] writes them, at once
     /// when the relay has nothing more waiting (see [`Hub::flush_due`]).
     pub fn deliver(&self, room_id: RoomId, event: Event) -> usize {
@@ -374,6 +383,19 @@ impl Hub {
         let Some(room) = rooms.get_mut(&room_id) else {
             return 0;
         };
+        // Stream events get their place in the chain (announcements never are stream
+        // events: they go through untouched, with no copy).
+        let events: std::borrow::Cow<[Event]> = if events.iter().any(|e| e.stream.is_some()) {
+            std::borrow::Cow::Owned(
+                events
+                    .iter()
+                    .map(|e| chain(&mut room.sent_rev, e))
+                    .collect(),
+            )
+        } else {
+            std::borrow::Cow::Borrowed(events)
+        };
+        let events = &*events;
         if let Some(seq) = events.iter().filter_map(|e| e.seq).max() {
             room.cursor = Some(room.cursor.map_or(seq, |c| c.max(seq)));
         }
@@ -399,13 +421,10 @@ impl Hub {
                     }
                     continue;
                 }
-                if let Some(seq) = event.seq {
-                    if seq <= sub.floor {
-                        continue;
-                    }
-                    sub.floor = seq;
-                }
-                share.push((event.frame.clone(), kind(ephemeral)));
+                let Some(frame) = stream_frame_for(&mut sub.rev_floor, event) else {
+                    continue;
+                };
+                share.push((frame, kind(ephemeral)));
             }
             if share.is_empty() {
                 continue;

@@ -9,20 +9,38 @@ fn handle(conn: ConnId, cap: usize) -> (Arc<SessionHandle>, Arc<SessionHandle>) 
     (h.clone(), h)
 }
 
+/// A new message at `seq`, as a stream frame at rev `seq`.
 fn msg(seq: i64) -> Event {
-    Event {
-        seq: Some(seq),
-        skip_user: None,
-        frame: format!("m{seq}").into(),
-        ephemeral: false,
-    }
+    Event::stream(
+        crate::protocol::StreamFrame::fields("m", 10, seq, serde_json::json!({})),
+        Some(seq),
+    )
 }
 
+/// A change that is not a new message (an edit, a read marker) at `rev`.
+fn change(rev: i64) -> Event {
+    Event::stream(
+        crate::protocol::StreamFrame::fields("m", 10, rev, serde_json::json!({})),
+        None,
+    )
+}
+
+/// What was queued: stream frames as `m<rev>`, others as they are.
 fn drain(rx: &mut Arc<SessionHandle>) -> Vec<String> {
+    drain_chain(rx).into_iter().map(|(f, _)| f).collect()
+}
+
+/// What was queued, each stream frame with its `prevRev`.
+fn drain_chain(rx: &mut Arc<SessionHandle>) -> Vec<(String, Option<i64>)> {
     rx.queue()
         .try_pop_all()
         .iter()
-        .map(|f| f.as_str().to_owned())
+        .map(
+            |f| match serde_json::from_str::<serde_json::Value>(f.as_str()) {
+                Ok(v) if v["type"] == "m" => (format!("m{}", v["rev"]), v["prevRev"].as_i64()),
+                _ => (f.as_str().to_owned(), None),
+            },
+        )
         .collect()
 }
 
@@ -53,11 +71,60 @@ fn pending_subscription_splices_replay_and_live_without_gap_or_duplicate() {
     hub.deliver(10, msg(4));
     hub.deliver(10, msg(5));
     assert!(drain(&mut rx).is_empty(), "held while pending");
-    // The session replayed up to seq 4, so only 5 is released, then live continues.
-    hub.activate(10, 1, 4, 0);
+    // The session replayed up to rev 4, so only 5 is released, then live continues.
+    hub.activate(10, 1, 4, 4);
     hub.deliver(10, msg(5));
     hub.deliver(10, msg(6));
     assert_eq!(drain(&mut rx), ["m5", "m6"]);
+}
+
+#[test]
+fn every_socket_sees_an_unbroken_prev_rev_chain_from_its_join() {
+    let hub = Hub::new();
+    let (a, mut ra) = handle(1, 64);
+    hub.subscribe(10, 7, a);
+    hub.activate(10, 1, 0, 3);
+    hub.deliver(10, msg(4));
+    hub.deliver(10, change(6));
+    // B joins at rev 8: revs 7 and 8 were changes nobody here was sent (e.g. skipped).
+    let (b, mut rb) = handle(2, 64);
+    hub.subscribe(10, 8, b);
+    hub.deliver(10, change(9));
+    hub.activate(10, 2, 4, 8);
+    hub.deliver(10, change(10));
+    assert_eq!(
+        drain_chain(&mut ra),
+        [
+            ("m4".into(), Some(3)),
+            ("m6".into(), Some(4)),
+            ("m9".into(), Some(6)),
+            ("m10".into(), Some(9))
+        ]
+    );
+    // B's chain starts at the rev it joined at, whatever the room's previous frame was.
+    assert_eq!(
+        drain_chain(&mut rb),
+        [("m9".into(), Some(8)), ("m10".into(), Some(9))]
+    );
+}
+
+#[test]
+fn a_resync_jump_shows_as_a_gap_in_the_chain() {
+    let hub = Hub::new();
+    let (a, mut ra) = handle(1, 64);
+    hub.subscribe(10, 7, a);
+    hub.activate(10, 1, 0, 3);
+    hub.deliver(10, change(4));
+    hub.skip_to(10, 0, 20_000, "resync".into());
+    hub.deliver(10, change(20_001));
+    assert_eq!(
+        drain_chain(&mut ra),
+        [
+            ("m4".into(), Some(3)),
+            ("resync".into(), None),
+            ("m20001".into(), Some(20_000))
+        ]
+    );
 }
 
 #[test]
@@ -192,7 +259,7 @@ fn fanouts_into_idle_sockets_are_written_on_flush_once_per_socket() {
     use std::io::Read;
     let hub = Hub::new();
     let (h, _ours, mut peer) = subscriber_socket(&hub, 16);
-    hub.deliver(10, msg(1));
+    hub.deliver(10, Event::to_all("m1".into()));
     hub.deliver(10, Event::to_all("typing".into()));
     let mut buf = [0u8; 64];
     assert!(
@@ -225,7 +292,7 @@ fn a_big_flush_reaches_every_socket_once() {
         hub.activate(10, conn, 0, 0);
         peers.push((ours, peer));
     }
-    hub.deliver(10, msg(1));
+    hub.deliver(10, Event::to_all("m1".into()));
     hub.flush();
     hub.flush_settled();
     for (_, peer) in &mut peers {

@@ -14,6 +14,8 @@ pub enum ClientFrame {
     Join {
         room_id: RoomId,
         since: Option<i64>,
+        /// Resume from this rev of the room's change stream (wins over `since`).
+        since_rev: Option<i64>,
     },
     Leave {
         room_id: RoomId,
@@ -88,6 +90,7 @@ struct JoinFields {
     #[serde(deserialize_with = "room_id")]
     room_id: RoomId,
     since: Option<i64>,
+    since_rev: Option<i64>,
 }
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -163,6 +166,7 @@ pub fn parse(text: &str) -> Result<Request, (Option<Value>, FrameError)> {
                 ClientFrame::Join {
                     room_id: f.room_id,
                     since: f.since,
+                    since_rev: f.since_rev,
                 }
             }
             "leave" => ClientFrame::Leave {
@@ -239,14 +243,24 @@ mod tests {
             ok(r#"{"type":"join","roomId":123}"#),
             ClientFrame::Join {
                 room_id: 123,
-                since: None
+                since: None,
+                since_rev: None
             }
         );
         assert_eq!(
             ok(r#"{"type":"join","roomId":"7","since":4}"#),
             ClientFrame::Join {
                 room_id: 7,
-                since: Some(4)
+                since: Some(4),
+                since_rev: None
+            }
+        );
+        assert_eq!(
+            ok(r#"{"type":"join","roomId":7,"sinceRev":12}"#),
+            ClientFrame::Join {
+                room_id: 7,
+                since: None,
+                since_rev: Some(12)
             }
         );
         assert_eq!(

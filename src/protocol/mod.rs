@@ -8,7 +8,7 @@ mod client;
 mod server;
 
 pub use client::{parse, ClientFrame, Request};
-pub use server::{error_frame, frame, frame_with_raw, message_frame, user_json};
+pub use server::{error_frame, frame, frame_with_raw, message_frame, user_json, StreamFrame};
 
 pub type RoomId = i64;
 

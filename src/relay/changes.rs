@@ -1,8 +1,11 @@
 //! The room change stream: every change to a room's visible state has the room's next
 //! `rev` (sql/050), and the relay reads a followed room's changes after the last rev it
-//! read, in rev order. A message newer than the room's seq cursor goes out as `message`,
-//! an older one as `message_updated` (its current state); deletions, read markers and
-//! memberships come from `private.room_changes`.
+//! read, in rev order (sql/055). Each becomes one stream frame with `rev` and `prevRev`
+//! (the hub writes `prevRev`): a message newer than the room's seq cursor goes out as
+//! `message`, an older one as `message_updated`, both with its whole current state (a
+//! deletion is a `message_updated` with `deleted_at` set); read markers as `read`;
+//! memberships as `member_joined` / `member_left` to the room's subscribers, and as
+//! `room` / `room_left` to the member's own sockets.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +14,7 @@ use serde_json::json;
 use super::Relay;
 use crate::db::DbError;
 use crate::hub::{Event, UserId};
-use crate::protocol::{self, user_json, RoomId};
+use crate::protocol::{self, user_json, RoomId, StreamFrame};
 
 /// Changes read per query at most; a page also fits in half of a socket's queue.
 const MAX_PAGE: usize = 500;
@@ -26,13 +29,17 @@ const STALL_WAIT: Duration = Duration::from_secs(1);
 /// A membership change rung again after this long is not told to the member again.
 const MEMBER_CHANGE_FRESH_MS: i64 = 60_000;
 
-/// One row of `pgchat.changes_after`.
+/// One row of `pgchat.stream_after_rooms`.
 struct Change {
     rev: i64,
     kind: String,
     seq: Option<i64>,
     user: Option<UserId>,
     body: Option<String>,
+    /// The member's display name (joined, left, read).
+    name: Option<String>,
+    /// The member's role (joined).
+    role: Option<String>,
 }
 
 impl Relay {
@@ -56,8 +63,8 @@ impl Relay {
             let client = self.db.client().await?;
             let stmt = client
                 .prepare_cached(
-                    "select room_id, rev, kind, seq, user_id, body
-                       from pgchat.changes_after_rooms($1, $2, $3)",
+                    "select room_id, rev, kind, seq, user_id, body, name, role
+                       from pgchat.stream_after_rooms($1, $2, $3)",
                 )
                 .await?;
             client.query(&stmt, &[&rooms, &afters, &page_size]).await?
@@ -67,13 +74,7 @@ impl Relay {
         for (room, after) in rooms.into_iter().zip(afters) {
             let mut page = Vec::new();
             while let Some(row) = rows.next_if(|r| r.get::<_, RoomId>(0) == room) {
-                page.push(Change {
-                    rev: row.get(1),
-                    kind: row.get(2),
-                    seq: row.get(3),
-                    user: row.get(4),
-                    body: row.get(5),
-                });
+                page.push(to_change(row, 1));
             }
             let full = page.len() == page_size as usize;
             let last = self.apply(room, &page).await;
@@ -116,7 +117,8 @@ impl Relay {
         }
         let stmt = client
             .prepare_cached(
-                "select rev, kind, seq, user_id, body from pgchat.changes_after($1, $2, $3)",
+                "select rev, kind, seq, user_id, body, name, role
+                   from pgchat.stream_after_rooms(array[$1::bigint], array[$2::bigint], $3)",
             )
             .await?;
         let page_size = self.page_size();
@@ -128,7 +130,7 @@ impl Relay {
                 .query(&stmt, &[&room, &after, &page_size])
                 .await?
                 .iter()
-                .map(to_change)
+                .map(|row| to_change(row, 0))
                 .collect();
             let full = page.len() == page_size as usize;
             if let Some(last) = self.apply(room, &page).await {
@@ -176,58 +178,49 @@ impl Relay {
         for change in page {
             let seq_cursor = self.hub.position(room).and_then(|(seq, _)| seq);
             let body = change.body.as_deref().unwrap_or("null");
+            let rev = change.rev;
             match (change.kind.as_str(), change.seq, change.user) {
                 ("message", Some(seq), _) => {
-                    if seq_cursor.is_none_or(|c| seq > c) {
+                    let first_time = seq_cursor.is_none_or(|c| seq > c);
+                    let kind = if first_time {
                         metrics::counter!("pgchat_messages_out_total").increment(1);
                         crate::metrics::record_listener_lag(body);
-                        self.hub.deliver(
-                            room,
-                            Event {
-                                seq: Some(seq),
-                                skip_user: None,
-                                ephemeral: false,
-                                frame: protocol::message_frame(room, body),
-                            },
-                        );
+                        "message"
                     } else {
-                        let frame = protocol::frame_with_raw(
-                            "message_updated",
-                            None,
-                            Some(room),
-                            "message",
-                            body,
-                        );
-                        self.hub.deliver(room, Event::to_all(frame));
-                    }
-                }
-                ("deleted", Some(seq), _) => {
-                    // A message deleted before it was ever relayed here needs no word.
-                    if seq_cursor.is_some_and(|c| seq <= c) {
-                        let frame = protocol::frame_with_raw(
-                            "message_deleted",
-                            None,
-                            Some(room),
-                            "message",
-                            body,
-                        );
-                        self.hub.deliver(room, Event::to_all(frame));
-                    }
+                        "message_updated"
+                    };
+                    let frame = StreamFrame::raw(kind, room, rev, "message", body);
+                    self.hub
+                        .deliver(room, Event::stream(frame, first_time.then_some(seq)));
                 }
                 ("read", Some(seq), Some(user)) => {
-                    let frame = protocol::frame(
-                        "read",
-                        None,
-                        json!({"roomId": room, "user": user_json(user, change.body.as_deref()), "seq": seq}),
-                    );
-                    self.hub.deliver(room, Event::to_all(frame));
+                    let fields =
+                        json!({"user": user_json(user, change.name.as_deref()), "seq": seq});
+                    let frame = StreamFrame::fields("read", room, rev, fields);
+                    self.hub.deliver(room, Event::stream(frame, None));
                 }
-                ("joined", _, Some(user)) => self.tell_joined(room, change.rev, user, body),
+                ("joined", _, Some(user)) => {
+                    let fields = json!({
+                        "user": user_json(user, change.name.as_deref()),
+                        "role": change.role.as_deref().unwrap_or("member"),
+                    });
+                    let frame = StreamFrame::fields("member_joined", room, rev, fields);
+                    self.hub.deliver(room, Event::stream(frame, None));
+                    self.tell_joined(room, rev, user, body);
+                }
                 ("left", _, Some(user)) => {
+                    // The member's own sockets here leave the room (`room_left`) before the
+                    // others hear of it, so none of them gets `member_left` about itself.
                     if self.evict(room, user) {
                         departed.push(user);
                     }
+                    let fields = json!({"user": user_json(user, change.name.as_deref())});
+                    let frame = StreamFrame::fields("member_left", room, rev, fields);
+                    self.hub.deliver(room, Event::stream(frame, None));
                 }
+                // Hard deletions recorded before migration 0003 (nothing records them
+                // now): the row is gone, so there is no state to send. The next frame's
+                // prevRev is the last rev sent, so the chain stays unbroken.
                 _ => tracing::debug!(room, kind = %change.kind, "ignoring a change"),
             }
         }
@@ -319,12 +312,15 @@ impl Relay {
     }
 }
 
-fn to_change(row: &tokio_postgres::Row) -> Change {
+/// A row of `pgchat.stream_after_rooms` whose `rev` is column `at`.
+fn to_change(row: &tokio_postgres::Row, at: usize) -> Change {
     Change {
-        rev: row.get(0),
-        kind: row.get(1),
-        seq: row.get(2),
-        user: row.get(3),
-        body: row.get(4),
+        rev: row.get(at),
+        kind: row.get(at + 1),
+        seq: row.get(at + 2),
+        user: row.get(at + 3),
+        body: row.get(at + 4),
+        name: row.get(at + 5),
+        role: row.get(at + 6),
     }
 }
