@@ -47,8 +47,9 @@ async fn run_model(fixed_seed: u64) {
     let failure = match outcome {
         Ok(Ok(())) => {
             eprintln!(
-                "model_stream seed {seed}: {steps} steps in {:.1} s",
-                started.elapsed().as_secs_f64()
+                "model_stream seed {seed}: {steps} steps in {:.1} s ({})",
+                started.elapsed().as_secs_f64(),
+                summary(&log.lock().unwrap())
             );
             return;
         }
@@ -64,6 +65,26 @@ async fn run_model(fixed_seed: u64) {
         "model_stream failed with seed {seed} (rerun: MODEL_SEED={seed} MODEL_STEPS={steps}):\n\
          {failure}\noperations:\n  {ops}"
     );
+}
+
+/// How many operations of each kind ran, from the log's wording.
+fn summary(log: &[String]) -> String {
+    let kinds = [
+        "sends",
+        "edit",
+        "delete",
+        "reads",
+        "leaves",
+        "joins",
+        "disconnects",
+        "resumes",
+        "LISTEN",
+    ];
+    kinds
+        .iter()
+        .map(|k| format!("{k} {}", log.iter().filter(|l| l.contains(k)).count()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn model(seed: u64, steps: usize, log: Arc<Mutex<Vec<String>>>) -> Result<(), String> {
@@ -95,4 +116,33 @@ async fn model_stream_seed_2() {
 #[tokio::test]
 async fn model_stream_seed_3() {
     run_model(0x5eed_0003).await;
+}
+
+/// The check is not vacuous: a change no frame carried (triggers off, as with
+/// `session_replication_role = replica`) is reported, by client and field.
+#[tokio::test]
+async fn model_check_reports_a_change_no_frame_carried() {
+    let mut w = world::World::new(7, Arc::new(Mutex::new(Vec::new()))).await;
+    let user = w.users[0];
+    let rev = w.send(user, None, "seen by all").await.unwrap();
+    w.settle_and_check(rev)
+        .await
+        .expect("a change the stream carried matches");
+    w.admin
+        .batch_execute(
+            "set session_replication_role = replica;
+             update api.chat_messages set message = 'never streamed';
+             reset session_replication_role",
+        )
+        .await
+        .unwrap();
+    let err = w
+        .settle_and_check(None)
+        .await
+        .expect_err("a change no frame carried is reported");
+    assert!(
+        err.contains("differs from a fresh snapshot") && err.contains("never streamed"),
+        "{err}"
+    );
+    w.finish().await;
 }

@@ -207,7 +207,13 @@ impl World {
         self.settle_and_check(rev).await
     }
 
-    async fn send(&mut self, user: i64, socket: Option<usize>, text: &str) -> Outcome<Option<i64>> {
+    /// Sends `text` as `user`, by the client `socket` or by RPC.
+    pub async fn send(
+        &mut self,
+        user: i64,
+        socket: Option<usize>,
+        text: &str,
+    ) -> Outcome<Option<i64>> {
         let client_id = format!("k{}", self.rng.gen::<u64>());
         match socket {
             Some(i) => {
