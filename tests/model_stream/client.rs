@@ -3,7 +3,7 @@
 //! the stream's contract as frames arrive: every stream frame's `prevRev` is the rev of
 //! the last one it applied, live frames are never duplicates, a deletion has no text.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -36,6 +36,9 @@ pub struct ModelClient {
     joining: bool,
     /// Frames with a rev above this are live (the `joined` reply's `lastRev`).
     live_after: i64,
+    /// What the current replay sent: each message, and each member's membership and
+    /// read marker, at most once (the replay is compacted).
+    replayed: HashSet<(&'static str, i64)>,
     /// A `room` arrived while unsubscribed: the user (re)joined the room.
     pub room_offered: bool,
     replies: HashMap<String, Value>,
@@ -59,6 +62,7 @@ impl ModelClient {
             joining: false,
             live_after: i64::MAX,
             room_offered: false,
+            replayed: HashSet::new(),
             replies: HashMap::new(),
             next_ref: 0,
             recent: Vec::new(),
@@ -116,6 +120,7 @@ impl ModelClient {
         let since = self.known.as_ref().unwrap().rev;
         self.joining = true;
         self.live_after = i64::MAX;
+        self.replayed.clear();
         let reply = self
             .request(json!({"type": "join", "roomId": self.room, "sinceRev": since}))
             .await;
@@ -232,14 +237,27 @@ impl ModelClient {
             return Err(format!("rev {rev} not after prevRev {prev}"));
         }
         let live = rev > self.live_after;
-        match f["type"].as_str().unwrap() {
+        let kind = f["type"].as_str().unwrap();
+        if self.joining {
+            let (class, id) = match kind {
+                "read" => ("read", &f["user"]["id"]),
+                "member_joined" | "member_left" => ("member", &f["user"]["id"]),
+                _ => ("message", &f["message"]["id"]),
+            };
+            let id = id.as_i64().ok_or("a stream frame without its id")?;
+            if !self.replayed.insert((class, id)) {
+                return Err(format!("the replay sent {class} {id} twice: not compacted"));
+            }
+        }
+        match kind {
             kind @ ("message" | "message_updated") => {
                 let m = &f["message"];
                 let id = m["id"].as_i64().ok_or("a message without id")?;
                 if m["rev"] != json!(rev) {
                     return Err("the message's rev is not the frame's".into());
                 }
-                if !m["deleted_at"].is_null() && !(m["message"].is_null() || m["message"] == "") {
+                let deleted = !m["deleted_at"].is_null();
+                if deleted && !(m["message"].is_null() || m["message"] == "") {
                     return Err("a deleted message still has text".into());
                 }
                 let had = known.messages.contains_key(&id);

@@ -156,15 +156,25 @@ impl World {
             53..=62 if !offline.is_empty() => {
                 let i = *offline.choose(&mut self.rng).unwrap();
                 let d = self.rng.gen_range(0..self.servers.len());
+                // Now and then others write while the client resumes: the replay and
+                // the live stream must meet with no gap and no duplicate.
+                let writer = members
+                    .choose(&mut self.rng)
+                    .copied()
+                    .filter(|_| self.rng.gen_bool(0.4));
                 self.note(format!(
-                    "{step}: {} resumes on daemon {d}",
+                    "{step}: {} resumes on daemon {d} (user {writer:?} writing meanwhile)",
                     self.clients[i].name
                 ));
+                let burst = writer.map(|u| self.burst(u, step));
                 let url = self.servers[d].url();
                 self.clients[i].connect(&url, d).await;
                 let pg = &self.pg;
-                self.clients[i].subscribe(pg, false).await?;
-                Ok(None)
+                let resumed = self.clients[i].subscribe(pg, false).await;
+                if let Some(burst) = burst {
+                    burst.await.map_err(|e| format!("burst: {e}"))??;
+                }
+                resumed.map(|_| None)
             }
             63..=66 => {
                 let killed = self.kill_listener().await;
@@ -340,6 +350,37 @@ impl World {
             }
         }
         Ok(None)
+    }
+
+    /// Five messages and an edit of the first, as `user`, on a connection of their own,
+    /// concurrently with whatever the caller does next.
+    fn burst(&self, user: i64, step: usize) -> tokio::task::JoinHandle<Outcome<()>> {
+        let (pg, room) = (self.writer.clone(), self.room);
+        tokio::spawn(async move {
+            let claims = Claims::user(user);
+            let mut first = None;
+            for k in 0..5 {
+                let text = format!("step {step} burst {k}");
+                let row = pg
+                    .rpc(
+                        &claims,
+                        "send_message",
+                        &[("room_id", &room), ("message", &text)],
+                    )
+                    .await
+                    .map_err(|e| format!("burst send: {e}"))?;
+                first = first.or(row["id"].as_i64());
+            }
+            let edit = format!("step {step} burst edited");
+            pg.rpc(
+                &claims,
+                "edit_message",
+                &[("message_id", &first), ("message", &edit)],
+            )
+            .await
+            .map_err(|e| format!("burst edit: {e}"))?;
+            Ok(())
+        })
     }
 
     /// Terminates one daemon's LISTEN backend (a real `pg_terminate_backend`).

@@ -25,6 +25,8 @@ pub struct World {
     pub servers: Vec<TestServer>,
     pub admin: tokio_postgres::Client,
     pub pg: Postgrest,
+    /// A second request connection, for writes concurrent with the harness's own.
+    pub writer: Arc<Postgrest>,
     pub room: i64,
     pub users: Vec<i64>,
     pub clients: Vec<ModelClient>,
@@ -64,11 +66,13 @@ impl World {
             let name = format!("c{i}(u{u})");
             clients.push(ModelClient::new(name, users[u], room, d));
         }
+        let writer = Arc::new(db.postgrest().await);
         let mut world = World {
             rng: StdRng::seed_from_u64(seed),
             servers,
             admin,
             pg,
+            writer,
             room,
             users,
             clients,
