@@ -14,6 +14,8 @@ mod common;
 
 #[path = "model_stream/client.rs"]
 mod client;
+#[path = "model_stream/faults.rs"]
+mod faults;
 #[path = "model_stream/ops.rs"]
 mod ops;
 #[path = "model_stream/snapshot.rs"]
