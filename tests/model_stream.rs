@@ -73,6 +73,7 @@ async fn run_model(fixed_seed: u64) {
 fn summary(log: &[String]) -> String {
     let kinds = [
         "sends",
+        "burst",
         "edit",
         "delete",
         "reads",

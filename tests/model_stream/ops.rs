@@ -162,8 +162,10 @@ impl World {
                     .choose(&mut self.rng)
                     .copied()
                     .filter(|_| self.rng.gen_bool(0.4));
+                let meanwhile =
+                    writer.map_or(String::new(), |u| format!(" while user {u} writes a burst"));
                 self.note(format!(
-                    "{step}: {} resumes on daemon {d} (user {writer:?} writing meanwhile)",
+                    "{step}: {} resumes on daemon {d}{meanwhile}",
                     self.clients[i].name
                 ));
                 let burst = writer.map(|u| self.burst(u, step));
@@ -180,6 +182,21 @@ impl World {
                 let killed = self.kill_listener().await;
                 self.note(format!("{step}: LISTEN backend {killed:?} terminated"));
                 Ok(None)
+            }
+            67..=71 if members.len() > 1 => {
+                // Two writers at once, through different paths: every daemon must relay
+                // the interleaving in rev order, each change once.
+                let mut two: Vec<i64> =
+                    members.choose_multiple(&mut self.rng, 2).copied().collect();
+                let (a, b) = (two.remove(0), two.remove(0));
+                let socket = self.socket_of(b);
+                self.note(format!(
+                    "{step}: user {a} writes a burst while user {b} sends (socket {socket:?})"
+                ));
+                let burst = self.burst(a, step);
+                let sent = self.send(b, socket, &text).await;
+                burst.await.map_err(|e| format!("burst: {e}"))??;
+                sent.map(|_| None)
             }
             _ if !members.is_empty() => {
                 let user = *members.choose(&mut self.rng).unwrap();
