@@ -151,6 +151,10 @@ export function chatFeature(options = {}) {
         this.setTyping(f.roomId, f.user, false);
       });
       on('message', (f) => f.message && this.receiveMessage(f.roomId, f.message));
+      // Edits and deletions (any later state of a message), and a room reloaded because
+      // it was too far behind to replay: the SDK keeps each message's latest state.
+      on('message_state', (e) => { if (!e.isNew) this.updateMessage(e.roomId, e.message); });
+      on('behind', (e) => this.reloadRoom(e.roomId, e.messages));
       on('typing', (f) => f.user && this.setTyping(f.roomId, f.user, f.isTyping));
       on('read', (f) => {
         const room = this.chatRooms.find((r) => sameId(r.id, f.roomId));

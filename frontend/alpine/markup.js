@@ -98,12 +98,13 @@ export const CHAT_MARKUP = `
                 <div class="chat-system" x-text="t(msg.textKey)"></div>
               </template>
               <template x-if="!msg.system">
-                <div class="chat-message" :class="{ mine: msg.mine, pending: msg.pending, failed: msg.failed, grouped: !msg.showHeader }" :data-seq="msg.seq">
+                <div class="chat-message" :class="{ mine: msg.mine, pending: msg.pending, failed: msg.failed, deleted: !!msg.deleted_at, grouped: !msg.showHeader }" :data-seq="msg.seq">
                   <div class="msg-meta" x-show="msg.showHeader">
                     <span class="msg-sender" x-text="msg.mine ? t('message.you') : msg.user_name"></span>
                     <time class="msg-time" :datetime="msg.created_at" x-text="msg.time"></time>
                   </div>
-                  <div class="msg-bubble" x-text="msg.message"></div>
+                  <div class="msg-bubble" x-text="msg.deleted_at ? t('message.deleted') : msg.message"></div>
+                  <div class="msg-edited" x-show="msg.edited_at && !msg.deleted_at" x-text="t('message.edited')"></div>
                   <div class="msg-status" x-show="msg.pending || msg.failed" x-text="msg.failed ? t('message.notSent') : t('message.sending')"></div>
                 </div>
               </template>

@@ -84,6 +84,25 @@ export function chatRoomView() {
       return true;
     },
 
+    /** A message's later state (edited, deleted): replaces the one shown, if shown. */
+    updateMessage(roomId, m) {
+      const box = this.chatMessagesByRoom[roomId];
+      const held = box && box['s:' + m.seq];
+      if (!held) return;
+      box['s:' + m.seq] = Object.assign({}, held, m, { key: held.key });
+      if (sameId(roomId, this.currentRoomId)) this.refreshCurrentMessages();
+    },
+
+    /** The room was too far behind to replay: show the latest page instead of what was
+     *  held (pending messages stay). */
+    reloadRoom(roomId, messages) {
+      const box = this.chatMessagesByRoom[roomId] || {};
+      const pending = Object.fromEntries(Object.entries(box).filter(([k]) => k.startsWith('c:')));
+      this.chatMessagesByRoom[roomId] = pending;
+      for (const m of messages) this.storeMessage(roomId, m);
+      if (sameId(roomId, this.currentRoomId)) this.refreshCurrentMessages();
+    },
+
     /** A line from the chat itself ("You joined this room."), shown after the room's
      *  messages known now. Kept on this page only. */
     addSystemNote(roomId, textKey) {
@@ -94,7 +113,8 @@ export function chatRoomView() {
     },
 
     receiveMessage(roomId, m) {
-      if (!this.storeMessage(roomId, m)) return;
+      // Already shown (from history, or replayed again): keep its latest state.
+      if (!this.storeMessage(roomId, m)) { this.updateMessage(roomId, m); return; }
       const room = this.chatRooms.find((r) => sameId(r.id, roomId));
       if (room) {
         const mine = sameId(m.user_id, this.chatUser && this.chatUser.id);

@@ -11,21 +11,32 @@
 // - authenticates with `auth {token}` on every (re)connect;
 // - reconnects with exponential backoff, 1 s → 30 s, with jitter, so a fleet of tabs
 //   does not reconnect in lockstep after a restart;
-// - remembers every subscribed room and the highest seq seen in it, and re-subscribes
-//   with `join {roomId, since}` after a reconnect, so the daemon replays what was missed;
+// - keeps each subscribed room's messages by id (`messages(roomId)`), upserting the whole
+//   state that `message` and `message_updated` carry (a deletion is a state with
+//   `deleted_at`; the older `message_deleted` frame is still accepted), and emits
+//   `message_state {roomId, message, isNew}` for each change;
+// - follows each room's change stream: remembers the last `rev` seen, and when a stream
+//   frame's `prevRev` is not that rev (something was missed) re-joins with
+//   `join {roomId, sinceRev}`, so the daemon replays what changed, compacted; after a
+//   reconnect it resumes the same way (or with `since`, by seq, before any rev is known);
+// - when `joined` says `behind` (too far behind to replay), drops what it holds of the
+//   room, loads the latest `history` page and emits `behind {roomId, messages}`;
 // - sends chat messages optimistically with a `clientId` kept in an outbox and re-sent
 //   after each reconnect until acknowledged. The server stores a clientId once, so a
 //   re-send never duplicates a message.
 //
 // Events (besides server frame types): `state` (connecting|open|reconnecting|closed, with
 // {retryInMs}), `authenticated`, `outbox` (pending message changed), `send_failed`,
-// `disconnected`, `auth_failed`.
+// `disconnected`, `auth_failed`, `message_state`, `behind`, `gap` ({roomId, lastRev,
+// prevRev}: a missed change was detected and the room is being re-joined).
 import { canResend, chatError } from './errors.js';
 
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 const REQUEST_TIMEOUT_MS = 15000;
 const PING_EVERY_MS = 20000;
+const HISTORY_PAGE = 50;
+
 
 /** Delay before reconnect attempt `attempt` (0-based): 1 s doubling to 30 s, jittered
  *  to 50–100 % of the step so clients spread out. */
@@ -52,7 +63,9 @@ export function defaultChatUrl(loc = globalThis.location) {
 export function createChatClient(token, url = defaultChatUrl(), options = {}) {
   const WS = options.WebSocket || globalThis.WebSocket;
   const listeners = new Map();
-  const rooms = new Map(); // roomId -> { lastSeq, joined } : rooms to (re)subscribe
+  // roomId -> { lastSeq, lastRev, joined, rejoining, messages: Map(id -> state) }:
+  // rooms to (re)subscribe, where their streams stand, and their messages.
+  const rooms = new Map();
   const outbox = new Map(); // clientId -> { clientId, roomId, message, ref, sent }
   const pending = new Map(); // ref -> { resolve, reject, timer }
   const waitingForOpen = []; // requests made while not authenticated
@@ -152,8 +165,63 @@ export function createChatClient(token, url = defaultChatUrl(), options = {}) {
 
   function sendJoin(roomId, r) {
     const frame = { type: 'join', roomId, ref: 'join:' + roomId };
-    if (r.lastSeq != null) frame.since = r.lastSeq;
+    if (r.lastRev != null) frame.sinceRev = r.lastRev;
+    else if (r.lastSeq != null) frame.since = r.lastSeq;
     rawSend(frame);
+  }
+
+  function newRoom(lastSeq, lastRev) {
+    return { lastSeq, lastRev, joined: false, rejoining: false, messages: new Map() };
+  }
+
+  /** Stores a message's state unless a newer one (higher rev) is held; emits it. */
+  function upsert(roomId, state, isNew) {
+    const r = rooms.get(roomId);
+    if (!r || !state || state.id == null) return;
+    const held = r.messages.get(state.id);
+    if (held && held.rev != null && state.rev != null && held.rev > state.rev) return;
+    const merged = held ? Object.assign({}, held, state) : Object.assign({}, state);
+    r.messages.set(state.id, merged);
+    noteSeq(roomId, state.seq);
+    emit('message_state', { roomId, message: merged, isNew: isNew && !held });
+  }
+
+  /** Whether a stream frame continues the room's chain. A frame already seen is
+   *  dropped; one whose `prevRev` is not the last rev seen means a change was missed:
+   *  the room is re-joined from that rev (frames that do not continue the chain are
+   *  dropped until the replay, which does, arrives). */
+  function follows(roomId, frame) {
+    const r = rooms.get(roomId);
+    if (!r || typeof frame.rev !== 'number') return true; // a `since` replay: no chain
+    if (r.lastRev == null) { r.lastRev = frame.rev; return true; }
+    if (frame.rev <= r.lastRev) return false;
+    if (frame.prevRev !== r.lastRev) {
+      if (!r.rejoining) {
+        r.rejoining = true;
+        r.joined = false;
+        emit('gap', { roomId, lastRev: r.lastRev, prevRev: frame.prevRev });
+        if (state === 'open') sendJoin(roomId, r);
+      }
+      return false;
+    }
+    r.lastRev = frame.rev;
+    return true;
+  }
+
+  async function loadLatest(roomId) {
+    const r = rooms.get(roomId);
+    if (!r) return;
+    r.messages.clear();
+    let reply;
+    try {
+      reply = await client.request({ type: 'history', roomId, limit: HISTORY_PAGE });
+    } catch (e) {
+      return; // disconnected or refused: the next join resumes or says behind again
+    }
+    // Newest first on the wire; stored oldest first.
+    const page = (reply.messages || []).slice().reverse();
+    for (const m of page) upsert(roomId, m, false);
+    emit('behind', { roomId, messages: client.messages(roomId) });
   }
 
   function flushOutbox() {
@@ -188,18 +256,44 @@ export function createChatClient(token, url = defaultChatUrl(), options = {}) {
         const r = rooms.get(frame.roomId);
         if (r) {
           r.joined = true;
-          // Joined live-only: later resumes start from the seq at subscription time.
-          if (r.lastSeq == null && typeof frame.lastSeq === 'number') r.lastSeq = frame.lastSeq;
+          r.rejoining = false;
+          // The live stream goes on from here: its first frame's prevRev is lastRev.
+          if (typeof frame.lastRev === 'number') r.lastRev = frame.lastRev;
+          if (frame.behind) {
+            if (typeof frame.lastSeq === 'number') r.lastSeq = frame.lastSeq;
+            loadLatest(frame.roomId);
+          } else if (r.lastSeq == null && typeof frame.lastSeq === 'number') {
+            // Joined live-only: later resumes start from the seq at subscription time.
+            r.lastSeq = frame.lastSeq;
+          }
         }
         break;
       }
       case 'message':
         if (frame.message) {
-          noteSeq(frame.roomId, frame.message.seq);
+          if (!follows(frame.roomId, frame)) return;
+          upsert(frame.roomId, frame.message, true);
           if (frame.message.client_id && user && String(frame.message.user_id) === String(user.id)) {
             settleOutbox(frame.message.client_id, frame.message);
           }
         }
+        break;
+      case 'message_updated':
+        if (!follows(frame.roomId, frame)) return;
+        upsert(frame.roomId, frame.message, false);
+        break;
+      case 'message_deleted': {
+        // From a daemon of the earlier protocol: ids only; the state is a deletion.
+        const m = frame.message || {};
+        upsert(frame.roomId, Object.assign({}, m, {
+          message: '', deleted_at: m.deleted_at || new Date().toISOString(),
+        }), false);
+        break;
+      }
+      case 'read':
+      case 'member_joined':
+      case 'member_left':
+        if (!follows(frame.roomId, frame)) return;
         break;
       case 'ack':
         if (typeof frame.ref === 'string' && frame.ref.startsWith('msg:')) {
@@ -312,11 +406,12 @@ export function createChatClient(token, url = defaultChatUrl(), options = {}) {
     },
 
     /** Subscribes to a room and keeps it subscribed across reconnects. `since`: replay
-     *  messages after this seq (omit for live only). */
-    joinRoom(roomId, since) {
+     *  messages after this seq; `sinceRev`: replay what changed after this rev (omit
+     *  both for live only). */
+    joinRoom(roomId, since, sinceRev) {
       let r = rooms.get(roomId);
       if (!r) {
-        r = { lastSeq: since == null ? null : since, joined: false };
+        r = newRoom(since == null ? null : since, sinceRev == null ? null : sinceRev);
         rooms.set(roomId, r);
       } else if (r.joined) {
         return;
@@ -333,6 +428,20 @@ export function createChatClient(token, url = defaultChatUrl(), options = {}) {
     noteSeq,
 
     isSubscribed(roomId) { return rooms.has(roomId); },
+
+    /** The room's messages this client holds, by seq: each one's latest state (a
+     *  deleted one has `deleted_at` set and no text). */
+    messages(roomId) {
+      const r = rooms.get(roomId);
+      if (!r) return [];
+      return Array.from(r.messages.values()).sort((a, b) => a.seq - b.seq);
+    },
+
+    /** The last stream rev seen in a room (what a resume starts after), or null. */
+    lastRev(roomId) {
+      const r = rooms.get(roomId);
+      return r ? r.lastRev : null;
+    },
 
     /** Queues a chat message and sends it now if connected. Returns its clientId. */
     sendMessage(roomId, message) {

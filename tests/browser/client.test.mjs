@@ -1,5 +1,6 @@
 // The DOM-free client SDK in Node, without a browser or server: a scripted fake
-// WebSocket checks backoff, resume by `since`, and outbox re-send until ack.
+// WebSocket checks backoff, resume by `since` and `sinceRev`, the room stream's
+// prevRev chain (upsert by id, gaps, duplicates, `behind`), and outbox re-send until ack.
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createChatClient, backoffDelay } from '../../frontend/sdk/index.js';
@@ -178,5 +179,100 @@ describe('chat client', () => {
     assert.equal(failed.code, 'token_expired');
     t.mock.timers.tick(60_000);
     assert.equal(FakeSocket.all.length, 1);
+  });
+
+  const reconnect = (t) => {
+    latest().drop();
+    t.mock.timers.tick(1000);
+    latest().accept();
+    latest().reply({ type: 'authenticated', ref: 'auth', user: { id: 7, name: 'Alice' } });
+  };
+  const msg = (id, seq, rev, extra = {}) => Object.assign({ id, room_id: 1, seq, rev, user_id: 8, message: 'm' + id }, extra);
+
+  it('upserts messages by id: a later state replaces the earlier, a deletion included', (t) => {
+    const client = connectedClient(t);
+    const states = [];
+    client.on('message_state', (e) => states.push([e.message.id, e.message.message, e.isNew]));
+    client.joinRoom(1);
+    latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 0, lastRev: 10 });
+    latest().reply({ type: 'message', roomId: 1, rev: 11, prevRev: 10, message: msg(1, 1, 11) });
+    latest().reply({ type: 'message', roomId: 1, rev: 12, prevRev: 11, message: msg(2, 2, 12) });
+    latest().reply({ type: 'message_updated', roomId: 1, rev: 13, prevRev: 12, message: msg(1, 1, 13, { message: 'edited', edited_at: 'x' }) });
+    latest().reply({ type: 'message_updated', roomId: 1, rev: 14, prevRev: 13, message: msg(2, 2, 14, { message: '', deleted_at: 'y', deleted_by: 8 }) });
+    assert.deepEqual(client.messages(1).map((m) => [m.id, m.message, m.deleted_at || null]),
+      [[1, 'edited', null], [2, '', 'y']]);
+    assert.deepEqual(states, [[1, 'm1', true], [2, 'm2', true], [1, 'edited', false], [2, '', false]]);
+    assert.equal(client.lastRev(1), 14);
+    // The earlier protocol's deletion frame is still understood.
+    latest().reply({ type: 'message_deleted', roomId: 1, message: { id: 1, room_id: 1, seq: 1 } });
+    const first = client.messages(1)[0];
+    assert.equal(first.message, '');
+    assert.ok(first.deleted_at);
+  });
+
+  it('resumes after a reconnect from the last rev seen, with sinceRev', (t) => {
+    const client = connectedClient(t);
+    client.joinRoom(1);
+    latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 4, lastRev: 20 });
+    latest().reply({ type: 'read', roomId: 1, rev: 21, prevRev: 20, user: { id: 8, name: 'B' }, seq: 4 });
+    latest().reply({ type: 'member_joined', roomId: 1, rev: 22, prevRev: 21, user: { id: 9, name: 'C' }, role: 'member' });
+    reconnect(t);
+    assert.deepEqual(latest().framesOf('join').map((f) => [f.roomId, f.sinceRev, f.since]), [[1, 22, undefined]]);
+    // The replay chains from sinceRev; then joined; then live from its lastRev.
+    latest().reply({ type: 'message', roomId: 1, rev: 24, prevRev: 22, message: msg(5, 5, 24) });
+    latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 5, lastRev: 25 });
+    latest().reply({ type: 'message', roomId: 1, rev: 26, prevRev: 25, message: msg(6, 6, 26) });
+    assert.deepEqual(client.messages(1).map((m) => m.id), [5, 6]);
+    assert.equal(client.lastRev(1), 26);
+    assert.equal(latest().framesOf('join').length, 1, 'no gap seen');
+  });
+
+  it('a prevRev that is not the last rev seen re-joins with sinceRev; duplicates are dropped', (t) => {
+    const client = connectedClient(t);
+    const gaps = [];
+    client.on('gap', (g) => gaps.push([g.lastRev, g.prevRev]));
+    client.joinRoom(1);
+    latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 0, lastRev: 10 });
+    latest().reply({ type: 'message', roomId: 1, rev: 11, prevRev: 10, message: msg(1, 1, 11) });
+    // A duplicate (rev already seen) changes nothing.
+    latest().reply({ type: 'message_updated', roomId: 1, rev: 11, prevRev: 10, message: msg(1, 1, 11, { message: 'stale' }) });
+    assert.equal(client.messages(1)[0].message, 'm1');
+    // Rev 12 never arrived.
+    latest().reply({ type: 'message', roomId: 1, rev: 13, prevRev: 12, message: msg(3, 3, 13) });
+    latest().reply({ type: 'message', roomId: 1, rev: 14, prevRev: 13, message: msg(4, 4, 14) });
+    assert.deepEqual(gaps, [[11, 12]], 'one gap, one re-join');
+    const joins = latest().framesOf('join');
+    assert.deepEqual(joins.map((f) => f.sinceRev), [undefined, 11]);
+    assert.deepEqual(client.messages(1).map((m) => m.id), [1], 'frames past the gap wait for the replay');
+    // The replay brings 12 (compacted: message 2's latest state), 13 and 14 again.
+    latest().reply({ type: 'message', roomId: 1, rev: 12, prevRev: 11, message: msg(2, 2, 12) });
+    latest().reply({ type: 'message', roomId: 1, rev: 13, prevRev: 12, message: msg(3, 3, 13) });
+    latest().reply({ type: 'message', roomId: 1, rev: 14, prevRev: 13, message: msg(4, 4, 14) });
+    latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 4, lastRev: 14 });
+    latest().reply({ type: 'message', roomId: 1, rev: 15, prevRev: 14, message: msg(5, 5, 15) });
+    assert.deepEqual(client.messages(1).map((m) => m.id), [1, 2, 3, 4, 5]);
+    assert.equal(gaps.length, 1);
+  });
+
+  it('joined with behind drops what it held and loads the latest history page', async (t) => {
+    const client = connectedClient(t);
+    let behind = null;
+    client.on('behind', (b) => { behind = b; });
+    client.joinRoom(1, null, 5);
+    assert.equal(latest().framesOf('join')[0].sinceRev, 5);
+    latest().reply({ type: 'message', roomId: 1, message: msg(1, 1, 1) });
+    latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 3000, lastRev: 4000, behind: true });
+    const history = latest().framesOf('history');
+    assert.equal(history.length, 1);
+    assert.equal(history[0].roomId, 1);
+    latest().reply({ type: 'history', ref: history[0].ref, roomId: 1, messages: [msg(3000, 3000, 4000), msg(2999, 2999, 3999)] });
+    await tick();
+    assert.deepEqual(behind.messages.map((m) => m.seq), [2999, 3000]);
+    assert.deepEqual(client.messages(1).map((m) => m.seq), [2999, 3000]);
+    // Live goes on from lastRev.
+    latest().reply({ type: 'message', roomId: 1, rev: 4001, prevRev: 4000, message: msg(3001, 3001, 4001) });
+    assert.equal(client.messages(1).length, 3);
+    reconnect(t);
+    assert.equal(latest().framesOf('join')[0].sinceRev, 4001);
   });
 });
