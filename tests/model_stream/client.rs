@@ -14,6 +14,9 @@ use super::view::Known;
 use crate::common::postgrest::Postgrest;
 use crate::common::server::Client;
 
+/// The most revs a `join {sinceRev}` replays (docs/protocol.md, "Too far behind").
+const REPLAY_LIMIT: i64 = 1000;
+
 /// Frames that belong to the room's change stream and carry `rev` and `prevRev`.
 const STREAM: [&str; 5] = [
     "message",
@@ -131,15 +134,25 @@ impl ModelClient {
             Some("error") if reply["code"] == "forbidden" => return Ok(()),
             _ => return Err(format!("{}: join sinceRev {since} → {reply}", self.name)),
         }
-        if reply["behind"] == json!(true) {
-            return Err(format!(
-                "{}: a small room answered behind: {reply}",
-                self.name
-            ));
-        }
         let last_rev = reply["lastRev"]
             .as_i64()
             .ok_or_else(|| format!("{}: joined without lastRev: {reply}", self.name))?;
+        if reply["behind"] == json!(true) {
+            // Further behind than the replay limit: nothing was replayed, and the client
+            // starts over from a fresh snapshot, as a real one loads the latest page.
+            if last_rev - since <= REPLAY_LIMIT {
+                return Err(format!(
+                    "{}: behind only {} revs: {reply}",
+                    self.name,
+                    last_rev - since
+                ));
+            }
+            if !self.replayed.is_empty() {
+                return Err(format!("{}: frames replayed before behind", self.name));
+            }
+            self.known = None;
+            return Box::pin(self.subscribe(pg, false)).await;
+        }
         if reply["lastSeq"].as_i64().is_none() {
             return Err(format!("{}: joined without lastSeq: {reply}", self.name));
         }
