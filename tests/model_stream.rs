@@ -16,6 +16,8 @@ mod common;
 mod client;
 #[path = "model_stream/faults.rs"]
 mod faults;
+#[path = "model_stream/found.rs"]
+mod found;
 #[path = "model_stream/ops.rs"]
 mod ops;
 #[path = "model_stream/snapshot.rs"]
