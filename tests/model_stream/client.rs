@@ -156,6 +156,17 @@ impl ModelClient {
         if reply["lastSeq"].as_i64().is_none() {
             return Err(format!("{}: joined without lastSeq: {reply}", self.name));
         }
+        // The replay covered the room up to lastRev, compacted: a row changed again after
+        // lastRev was left to the live stream, so the last replayed rev may be lower.
+        // Live frames chain from lastRev.
+        let known = self.known.as_mut().unwrap();
+        if known.rev > last_rev {
+            return Err(format!(
+                "{}: replayed up to {}, past lastRev {last_rev}",
+                self.name, known.rev
+            ));
+        }
+        known.rev = last_rev;
         self.live_after = last_rev;
         self.subscribed = true;
         self.room_offered = false;
