@@ -63,7 +63,7 @@ impl World {
         let layout = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 1), (3, 0), (4, 1)];
         let mut clients = Vec::new();
         for (i, (u, d)) in layout.into_iter().enumerate() {
-            let name = format!("c{i}(u{u})");
+            let name = format!("c{i}(user {})", users[u]);
             clients.push(ModelClient::new(name, users[u], room, d));
         }
         let writer = Arc::new(db.postgrest().await);
