@@ -6,8 +6,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::snapshot;
 use super::view::Known;
@@ -200,9 +202,28 @@ impl ModelClient {
             .ws
             .as_mut()
             .ok_or_else(|| format!("{}: reading while disconnected", self.name))?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Some(frame) = ws.try_recv(left).await else {
-            return Ok(false);
+        // Reading by hand, not with `try_recv`: a Close from the server is a failure to
+        // report, not a quiet end of the wait.
+        let frame = loop {
+            let next = match tokio::time::timeout_at(deadline, ws.ws.next()).await {
+                Err(_) => return Ok(false),
+                Ok(next) => next,
+            };
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    break serde_json::from_str::<Value>(t.as_str())
+                        .map_err(|e| format!("{}: not JSON ({e}): {t}", self.name))?
+                }
+                Some(Ok(Message::Close(f))) => {
+                    return Err(format!(
+                        "{}: the server closed the socket: {f:?}",
+                        self.name
+                    ))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("{}: the socket failed: {e}", self.name)),
+                None => return Err(format!("{}: the socket ended", self.name)),
+            }
         };
         self.recent.push(frame.to_string());
         if self.recent.len() > 12 {
@@ -214,6 +235,14 @@ impl ModelClient {
             self.replies.insert(r.to_string(), frame.clone());
         }
         Ok(true)
+    }
+
+    /// Applies every frame already received, without waiting. Run for every connected
+    /// client after each step, even one that waits for nothing: its pings get answered
+    /// (an unread socket is closed as idle) and a stray frame is caught at once.
+    pub async fn drain_ready(&mut self) -> Outcome<()> {
+        while self.ws.is_some() && self.pump_one(Instant::now()).await? {}
+        Ok(())
     }
 
     fn handle(&mut self, f: &Value) -> Outcome<()> {

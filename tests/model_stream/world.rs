@@ -151,6 +151,9 @@ impl World {
             let member = members.contains(&c.user);
             c.settle(&self.pg, member, target, deadline).await?;
         }
+        for c in self.clients.iter_mut() {
+            c.drain_ready().await?;
+        }
         for c in &self.clients {
             if !c.connected() {
                 continue;
