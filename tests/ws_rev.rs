@@ -578,3 +578,60 @@ async fn a_client_too_far_behind_is_told_so_and_nothing_is_replayed() {
     assert!(joined.get("behind").is_none(), "{joined}");
     assert_eq!(replayed.len(), 1000);
 }
+
+#[tokio::test]
+async fn a_socket_rejoining_with_since_rev_gets_the_replay_then_live_without_duplicates() {
+    // What the SDK does when it sees a gap: `join {sinceRev}` again on the same socket,
+    // while still subscribed.
+    let s = Setup::new().await;
+    let (mut bob, _, joined) = s.join(s.bob, json!({})).await;
+    let start = joined["lastRev"].as_i64().unwrap();
+    let first = s.send(s.alice, "one").await;
+    s.send(s.alice, "two").await;
+    let seen = stream_until(&mut bob, s.room, "two").await;
+    assert_chain(&seen, start);
+    let one_rev = seen[0]["rev"].as_i64().unwrap();
+    s.rpc(
+        s.alice,
+        "edit_message",
+        first["id"].as_i64().unwrap(),
+        Some("one, edited"),
+    )
+    .await;
+    let edit = stream_until_type(&mut bob, "message_updated").await;
+
+    // With `since` (its last seq) beside `sinceRev`, as the SDK sends: the edited
+    // message it had comes as `message_updated`, the one it did not as `message`.
+    let since = seen[0]["message"]["seq"].clone();
+    bob.send(json!({"type": "join", "roomId": s.room, "sinceRev": one_rev, "since": since, "ref": "again"}))
+        .await;
+    let mut replayed = Vec::new();
+    let rejoined = loop {
+        let f = next(&mut bob).await;
+        if f["ref"] == "again" {
+            break f;
+        }
+        if STREAM.contains(&f["type"].as_str().unwrap_or("")) {
+            replayed.push(f);
+        }
+    };
+    assert_eq!(rejoined["type"], "joined");
+    // "two" (new after rev `one_rev`) and the edit of "one", once each, in rev order.
+    assert_chain(&replayed, one_rev);
+    assert_eq!(types(&replayed), ["message", "message_updated"]);
+    assert_eq!(replayed[1]["rev"], edit["rev"]);
+    let last_rev = rejoined["lastRev"].as_i64().unwrap();
+    s.send(s.alice, "sentinel").await;
+    let live = stream_until(&mut bob, s.room, "sentinel").await;
+    assert_eq!(types(&live), ["message"], "nothing twice after the rejoin");
+    assert_chain(&live, last_rev);
+}
+
+async fn stream_until_type(c: &mut Client, kind: &str) -> Value {
+    loop {
+        let f = next(c).await;
+        if f["type"] == kind {
+            return f;
+        }
+    }
+}

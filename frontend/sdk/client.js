@@ -165,8 +165,10 @@ export function createChatClient(token, url = defaultChatUrl(), options = {}) {
 
   function sendJoin(roomId, r) {
     const frame = { type: 'join', roomId, ref: 'join:' + roomId };
+    // With sinceRev, `since` (the last seq seen) tells the daemon which replayed
+    // messages are new to us (`message`) and which are changes (`message_updated`).
     if (r.lastRev != null) frame.sinceRev = r.lastRev;
-    else if (r.lastSeq != null) frame.since = r.lastSeq;
+    if (r.lastSeq != null) frame.since = r.lastSeq;
     rawSend(frame);
   }
 
@@ -288,6 +290,18 @@ export function createChatClient(token, url = defaultChatUrl(), options = {}) {
         upsert(frame.roomId, Object.assign({}, m, {
           message: '', deleted_at: m.deleted_at || new Date().toISOString(),
         }), false);
+        break;
+      }
+      case 'resync': {
+        // The daemon skipped the room ahead (too far behind after losing its database
+        // connection): re-join from the last rev seen; the daemon will say `behind`.
+        const r = rooms.get(frame.roomId);
+        if (r && !r.rejoining) {
+          r.rejoining = true;
+          r.joined = false;
+          emit('gap', { roomId: frame.roomId, lastRev: r.lastRev, prevRev: frame.lastRev });
+          if (state === 'open') sendJoin(frame.roomId, r);
+        }
         break;
       }
       case 'read':

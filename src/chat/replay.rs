@@ -21,20 +21,25 @@ pub(crate) const REPLAY_LIMIT: i64 = 1000;
 pub(crate) enum Resume {
     /// Messages with a greater seq, as `message` frames, in seq order.
     Seq(i64),
-    /// The room's changes with a greater rev, compacted, as stream frames in rev order.
-    Rev(i64),
+    /// The room's changes with a greater rev, compacted, as stream frames in rev order;
+    /// with the client's last seq, when it sent one (`since` beside `sinceRev`), which
+    /// replayed messages are new to it (see [`replay_frames`]).
+    Rev(i64, Option<i64>),
 }
 
 impl Resume {
     pub(crate) fn of(since: Option<i64>, since_rev: Option<i64>) -> Option<Self> {
-        since_rev.map(Resume::Rev).or(since.map(Resume::Seq))
+        match since_rev {
+            Some(rev) => Some(Resume::Rev(rev, since)),
+            None => since.map(Resume::Seq),
+        }
     }
 
     /// Whether resuming from here to (`last_seq`, `last_rev`) exceeds the replay limit.
     pub(crate) fn behind(self, last_seq: i64, last_rev: i64) -> bool {
         match self {
             Resume::Seq(since) => last_seq - since > REPLAY_LIMIT,
-            Resume::Rev(since) => last_rev - since > REPLAY_LIMIT,
+            Resume::Rev(since, _) => last_rev - since > REPLAY_LIMIT,
         }
     }
 }
@@ -74,11 +79,12 @@ impl<R: Replies> Ctx<'_, R> {
     /// Sends, as the user, the room's state changed in (since, until]: every message
     /// changed, once, as its current state, and each member's latest membership and
     /// read-marker change, merged in rev order, each with `rev` and a `prevRev` chain
-    /// that starts at `since`.
+    /// that starts at `since`. `known_seq`: the client's last seq, if it said.
     pub(super) async fn replay_rev(
         &mut self,
         room_id: RoomId,
         since: i64,
+        known_seq: Option<i64>,
         until: i64,
     ) -> Result<Reply, Closed> {
         if since >= until {
@@ -93,7 +99,7 @@ impl<R: Replies> Ctx<'_, R> {
             Ok(None) => return Ok(Err(not_member())),
             Err(e) => return Ok(Err(e)),
         };
-        let frames = match replay_frames(room_id, since, &raw.0) {
+        let frames = match replay_frames(room_id, since, known_seq, &raw.0) {
             Ok(frames) => frames,
             Err(e) => return Ok(Err(e)),
         };
@@ -148,19 +154,24 @@ fn internal(e: serde_json::Error) -> FrameError {
     db_error(DbError::Internal(e.to_string()))
 }
 
-/// The frames of one `api.room_replay` answer, in rev order, chained from `since`.
+/// The frames of one `api.room_replay` answer, in rev order, chained from `since`. A
+/// replayed message is `message` when it is new to the client: above `known_seq` (the
+/// client's last seq, exact) or, without it, above the answer's `boundary_seq` (the
+/// newest message unchanged since `since`: exact unless the newest messages the client
+/// had were all changed since, which then come as `message` too).
 fn replay_frames(
     room_id: RoomId,
     since: i64,
+    known_seq: Option<i64>,
     raw: &str,
 ) -> Result<Vec<tokio_tungstenite::tungstenite::Utf8Bytes>, FrameError> {
     let replay: Replay = serde_json::from_str(raw).map_err(internal)?;
+    let boundary = known_seq.unwrap_or(replay.boundary_seq);
     let mut items: Vec<StreamFrame> =
         Vec::with_capacity(replay.messages.len() + replay.changes.len());
     for m in &replay.messages {
         let at: SeqRev = serde_json::from_str(m.get()).map_err(internal)?;
-        // New to the client: newer than every message it could have had.
-        let kind = if at.seq > replay.boundary_seq {
+        let kind = if at.seq > boundary {
             "message"
         } else {
             "message_updated"
@@ -210,7 +221,7 @@ mod tests {
             "changes":[{"rev":9,"kind":"read","user":{"id":2,"name":"B"},"role":null,"seq":3},
                        {"rev":10,"kind":"joined","user":{"id":3,"name":"C"},"role":"member","seq":null},
                        {"rev":11,"kind":"left","user":{"id":4,"name":"D"},"role":null,"seq":null}]}"#;
-        let frames: Vec<Value> = replay_frames(1, 6, raw)
+        let frames: Vec<Value> = replay_frames(1, 6, None, raw)
             .unwrap()
             .iter()
             .map(|f| serde_json::from_str(f.as_str()).unwrap())
@@ -238,13 +249,20 @@ mod tests {
         assert_eq!(frames[2]["role"], "member");
         assert_eq!(frames[1]["user"]["name"], "B");
         assert_eq!(frames[4]["message"]["id"], 9);
+        // The client's own last seq, when given, decides instead.
+        let kinds: Vec<String> = replay_frames(1, 6, Some(2), raw)
+            .unwrap()
+            .iter()
+            .map(|f| serde_json::from_str::<Value>(f.as_str()).unwrap()["type"].to_string())
+            .collect();
+        assert_eq!(kinds[0], "\"message\"");
     }
 
     #[test]
     fn behind_is_beyond_the_limit_by_seq_or_by_rev() {
         assert!(!Resume::Seq(0).behind(REPLAY_LIMIT, 0));
         assert!(Resume::Seq(0).behind(REPLAY_LIMIT + 1, 0));
-        assert!(!Resume::Rev(5).behind(0, REPLAY_LIMIT + 5));
-        assert!(Resume::Rev(5).behind(0, REPLAY_LIMIT + 6));
+        assert!(!Resume::Rev(5, None).behind(0, REPLAY_LIMIT + 5));
+        assert!(Resume::Rev(5, Some(0)).behind(0, REPLAY_LIMIT + 6));
     }
 }

@@ -131,7 +131,7 @@ impl<R: Replies> Ctx<'_, R> {
             _ if behind => Ok(()),
             None => Ok(()),
             Some(Resume::Seq(since)) => self.replay_seq(room_id, since, last_seq).await?,
-            Some(Resume::Rev(since)) => self.replay_rev(room_id, since, last_rev).await?,
+            Some(Resume::Rev(since, seq)) => self.replay_rev(room_id, since, seq, last_rev).await?,
         };
         if let Err(e) = replayed {
             return self.abort_join(room_id, e);

@@ -217,7 +217,7 @@ describe('chat client', () => {
     latest().reply({ type: 'read', roomId: 1, rev: 21, prevRev: 20, user: { id: 8, name: 'B' }, seq: 4 });
     latest().reply({ type: 'member_joined', roomId: 1, rev: 22, prevRev: 21, user: { id: 9, name: 'C' }, role: 'member' });
     reconnect(t);
-    assert.deepEqual(latest().framesOf('join').map((f) => [f.roomId, f.sinceRev, f.since]), [[1, 22, undefined]]);
+    assert.deepEqual(latest().framesOf('join').map((f) => [f.roomId, f.sinceRev, f.since]), [[1, 22, 4]]);
     // The replay chains from sinceRev; then joined; then live from its lastRev.
     latest().reply({ type: 'message', roomId: 1, rev: 24, prevRev: 22, message: msg(5, 5, 24) });
     latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 5, lastRev: 25 });
@@ -252,6 +252,18 @@ describe('chat client', () => {
     latest().reply({ type: 'message', roomId: 1, rev: 15, prevRev: 14, message: msg(5, 5, 15) });
     assert.deepEqual(client.messages(1).map((m) => m.id), [1, 2, 3, 4, 5]);
     assert.equal(gaps.length, 1);
+  });
+
+  it('a resync re-joins the room from the last rev seen', (t) => {
+    const client = connectedClient(t);
+    client.joinRoom(1);
+    latest().reply({ type: 'joined', ref: 'join:1', roomId: 1, online: [], lastSeq: 3, lastRev: 9 });
+    latest().reply({ type: 'resync', roomId: 1, lastSeq: 20000, lastRev: 30000 });
+    assert.deepEqual(latest().framesOf('join').map((f) => [f.sinceRev, f.since]), [[undefined, undefined], [9, 3]]);
+    // Frames after the jump do not continue the chain: dropped until the re-join answers.
+    latest().reply({ type: 'message', roomId: 1, rev: 30001, prevRev: 30000, message: msg(7, 20001, 30001) });
+    assert.deepEqual(client.messages(1), []);
+    assert.equal(latest().framesOf('join').length, 2, 'one re-join');
   });
 
   it('joined with behind drops what it held and loads the latest history page', async (t) => {
