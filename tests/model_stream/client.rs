@@ -1,7 +1,8 @@
 //! One model client: a real WebSocket connection of one user to one daemon, and what it
 //! knows of the room, built only from its snapshot and the frames it received. It checks
 //! the stream's contract as frames arrive: every stream frame's `prevRev` is the rev of
-//! the last one it applied, live frames are never duplicates, a deletion has no text.
+//! the last one it applied, `message` comes only for an unknown id and `message_updated`
+//! only for a known one (live or replayed), a deletion has no text.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -122,12 +123,22 @@ impl ModelClient {
                 self.known = Some(k);
             }
         }
-        let since = self.known.as_ref().unwrap().rev;
+        let known = self.known.as_ref().unwrap();
+        let since = known.rev;
+        // My last seq beside sinceRev: the replay then splits exactly into `message`
+        // (new to me) and `message_updated` (docs/protocol.md).
+        let last_seq = known
+            .messages
+            .values()
+            .filter_map(|m| m["seq"].as_i64())
+            .max();
         self.joining = true;
         self.live_after = i64::MAX;
         self.replayed.clear();
         let reply = self
-            .request(json!({"type": "join", "roomId": self.room, "sinceRev": since}))
+            .request(json!({
+                "type": "join", "roomId": self.room, "sinceRev": since, "since": last_seq.unwrap_or(0)
+            }))
             .await;
         self.joining = false;
         let reply = reply?;
@@ -313,12 +324,13 @@ impl ModelClient {
                 if deleted && !(m["message"].is_null() || m["message"] == "") {
                     return Err("a deleted message still has text".into());
                 }
+                // Live or replayed: `message` the first time, `message_updated` after.
                 let had = known.messages.contains_key(&id);
-                if live && kind == "message" && had {
-                    return Err(format!("live `message` for message {id}, already known"));
+                if kind == "message" && had {
+                    return Err(format!("`message` for message {id}, already known"));
                 }
-                if live && kind == "message_updated" && !had {
-                    return Err(format!("live `message_updated` for unknown message {id}"));
+                if kind == "message_updated" && !had {
+                    return Err(format!("`message_updated` for unknown message {id}"));
                 }
                 let seq = m["seq"].as_i64().ok_or("a message without seq")?;
                 if live && kind == "message" && m["user_id"] == json!(known.me) {
