@@ -1,4 +1,5 @@
-//! Cases the model found, each made deterministic: while a daemon's LISTEN connection is
+//! FAILING ON PURPOSE until the relay is fixed (src/relay, not this file's to change):
+//! bugs the model found, each made deterministic: while a daemon's LISTEN connection is
 //! down (its backend terminated, and new connections to the database refused until the
 //! changes are committed, so the reconnect cannot win the race), changes are made; the
 //! daemon's catch-up after reconnecting must tell its sockets what a live doorbell would
