@@ -35,6 +35,7 @@ mod logs;
 mod migrate;
 mod migrate_job;
 mod migrate_upgrade;
+mod model_stream;
 mod observability;
 mod relay;
 mod sql_auth;
