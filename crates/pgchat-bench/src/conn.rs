@@ -282,13 +282,17 @@ impl Conn {
     /// Accounts one server frame; returns how many sends it confirmed (or rejected),
     /// which is how many an `Auto` window may send next.
     pub(crate) fn on_frame(&mut self, text: &str) -> usize {
+        let counters = &self.shared.counters;
         if frames::is_presence(text) {
+            return 0;
+        }
+        if frames::is_typing(text) {
+            counters.typing_received.fetch_add(1, Relaxed);
             return 0;
         }
         let Some(f) = Incoming::parse(text) else {
             return 0;
         };
-        let counters = &self.shared.counters;
         if let Some((room, seq, body)) = f.delivery() {
             let Some(p) = frames::parse_payload(&body) else {
                 self.result.foreign += 1;

@@ -82,6 +82,13 @@ pub fn is_presence(text: &str) -> bool {
         && (text.contains("\"type\":\"user_joined\"") || text.contains("\"type\":\"user_left\""))
 }
 
+/// A `typing` event, recognised without parsing: `scale` has every socket start typing
+/// once a minute, which brings each room's other members a start and (when it runs
+/// out) a stop: several times more frames than its messages.
+pub fn is_typing(text: &str) -> bool {
+    text.len() <= 512 && text.contains("\"type\":\"typing\"")
+}
+
 /// A server frame, reduced to the fields the bench looks at. `message` is kept raw and
 /// read only when needed: an object in `message` frames, a string in `error` frames
 /// (an untagged enum would buffer every frame's value to try each shape).
@@ -168,6 +175,16 @@ mod tests {
             r#"{"type":"message","roomId":1,"message":{"body":"\"type\":\"user_left\""}}"#;
         assert!(!is_presence(message));
         assert!(!is_presence(r#"{"type":"typing","roomId":1}"#));
+    }
+
+    #[test]
+    fn typing_frames_are_told_apart_without_parsing() {
+        assert!(is_typing(
+            r#"{"isTyping":true,"roomId":1,"type":"typing","user":{"id":2,"name":"b"}}"#
+        ));
+        let message =
+            r#"{"type":"message","roomId":1,"message":{"message":"{\"type\":\"typing\""}}"#;
+        assert!(!is_typing(message));
     }
 
     #[test]
