@@ -116,6 +116,8 @@ pub async fn run(common: &Common, a: &ScaleArgs) -> anyhow::Result<ScaleReport> 
     // Memory once the storm settled.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after: Vec<Option<u64>> = pids.iter().map(|p| limits::rss_bytes(*p)).collect();
+    // Function counts reach the view about a second after each transaction.
+    let tx_after = db::presence_transactions(&probe).await;
     let rooms_total: Vec<(i64, u64)> = members.into_iter().collect();
     let acks = workers::all(
         &mut pool,
@@ -165,7 +167,6 @@ pub async fn run(common: &Common, a: &ScaleArgs) -> anyhow::Result<ScaleReport> 
         }
     }
     let send_secs = load_start.elapsed().as_secs_f64();
-    let tx_after = db::presence_transactions(&probe).await;
     drain(&mut pool, scheduled, common.drain()).await?;
     stop_sampling.cancel();
     let connections = sampler.await.unwrap_or_default();

@@ -18,13 +18,14 @@ pub async fn presence_rows(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
 }
 
 /// `pgchat.presence_apply` calls (transactions of presence writes) as PostgreSQL counts
-/// them; `None` unless `track_functions` is on. Counts reach the view within a second
-/// or so of each transaction.
+/// them; `None` unless `track_functions` is on. A function not called yet has no row.
+/// Counts reach the view within a second or so of each transaction.
 pub async fn presence_transactions(db: &tokio_postgres::Client) -> Option<i64> {
     let row = db
         .query_opt(
-            "select calls from pg_stat_user_functions \
-              where schemaname = 'pgchat' and funcname = 'presence_apply'",
+            "select coalesce((select calls from pg_stat_user_functions \
+                              where schemaname = 'pgchat' and funcname = 'presence_apply'), 0) \
+              where current_setting('track_functions') <> 'none'",
             &[],
         )
         .await

@@ -126,8 +126,7 @@ pub struct PresenceStorm {
     pub rows_per_s: Option<f64>,
     /// Seconds the presence table was still behind after the last socket joined.
     pub behind_joins_s: Option<f64>,
-    /// `pgchat.presence_apply` transactions over the storm and the load (needs
-    /// `track_functions`).
+    /// `pgchat.presence_apply` transactions during the storm (needs `track_functions`).
     pub transactions: Option<i64>,
 }
 
