@@ -6,6 +6,7 @@ pub mod persist;
 pub mod raw;
 pub mod scale;
 mod scale_db;
+mod scale_metrics;
 mod scale_report;
 
 use std::collections::HashMap;

@@ -116,8 +116,6 @@ pub async fn run(common: &Common, a: &ScaleArgs) -> anyhow::Result<ScaleReport> 
     // Memory once the storm settled.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after: Vec<Option<u64>> = pids.iter().map(|p| limits::rss_bytes(*p)).collect();
-    // Function counts reach the view about a second after each transaction.
-    let tx_after = db::presence_transactions(&probe).await;
     let rooms_total: Vec<(i64, u64)> = members.into_iter().collect();
     let acks = workers::all(
         &mut pool,
@@ -152,8 +150,13 @@ pub async fn run(common: &Common, a: &ScaleArgs) -> anyhow::Result<ScaleReport> 
     let load_start = Instant::now();
     let mut kill_figures = None;
     let mut sweep = None;
+    // Function counts reach the view when a backend flushes its statistics (at most
+    // once a second while busy, later when idle): read them well after the storm, and
+    // before a kill's resumes write presence again.
+    let mut tx_after = None;
     if let Some((k, at)) = kill {
         tokio::time::sleep(Duration::from_secs_f64(at.min(a.duration))).await;
+        tx_after = db::presence_transactions(&probe).await;
         let (figures, watch) =
             kill_one(common, a, &seeded, &probe, k, pids[k], per_server[k]).await?;
         kill_figures = Some(figures);
@@ -167,10 +170,23 @@ pub async fn run(common: &Common, a: &ScaleArgs) -> anyhow::Result<ScaleReport> 
         }
     }
     let send_secs = load_start.elapsed().as_secs_f64();
+    if kill.is_none() {
+        tx_after = db::presence_transactions(&probe).await;
+    }
     drain(&mut pool, scheduled, common.drain()).await?;
     stop_sampling.cancel();
     let connections = sampler.await.unwrap_or_default();
     let rss_end: Vec<Option<u64>> = pids.iter().map(|p| limits::rss_bytes(*p)).collect();
+    let killed = kill.map(|(k, _)| k);
+    let mut metrics = Vec::with_capacity(servers.len());
+    for (i, s) in servers.iter().enumerate() {
+        let scraped = if Some(i) == killed {
+            None
+        } else {
+            super::scale_metrics::scrape(&s.url).await.ok()
+        };
+        metrics.push(scraped);
+    }
     let replies = workers::all(&mut pool, (0..n_workers).map(|_| Command::Stop).collect()).await?;
     for w in pool {
         w.finish().await;
@@ -196,6 +212,7 @@ pub async fn run(common: &Common, a: &ScaleArgs) -> anyhow::Result<ScaleReport> 
             rss_before: rss_before.get(i).copied().flatten(),
             rss_after: rss_after.get(i).copied().flatten(),
             rss_end: rss_end.get(i).copied().flatten(),
+            metrics: metrics[i].take(),
         })
         .collect();
     let parameters = json!({

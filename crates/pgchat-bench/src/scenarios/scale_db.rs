@@ -62,6 +62,13 @@ pub struct Connections {
     /// pgchat's pools (`application_name` pgchat) and LISTEN connections.
     pub max_pool: i64,
     pub max_listeners: i64,
+    /// Sessions waiting for PostgreSQL's one NOTIFY lock (a commit that notifies holds
+    /// it through its WAL flush): `Lock`/`object` in `pg_stat_activity`.
+    pub max_notify_lock_waits: i64,
+    /// Sessions waiting for another transaction (e.g. a room row locked by a send).
+    pub max_transaction_waits: i64,
+    /// Sum over samples of the NOTIFY lock waiters, divided by the samples.
+    pub mean_notify_lock_waits: f64,
     pub samples: u64,
     /// The server's `max_connections`.
     pub max_connections: i64,
@@ -83,8 +90,12 @@ pub fn sample_connections(
         let sql = "select count(*), \
                    count(*) filter (where state <> 'idle'), \
                    count(*) filter (where application_name = 'pgchat'), \
-                   count(*) filter (where application_name = 'pgchat-listener') \
+                   count(*) filter (where application_name = 'pgchat-listener'), \
+                   count(*) filter (where wait_event_type = 'Lock' and wait_event = 'object'), \
+                   count(*) filter (where wait_event_type = 'Lock' \
+                                      and wait_event = 'transactionid') \
                    from pg_stat_activity where datname = current_database()";
+        let mut notify_waits = 0i64;
         loop {
             if let Ok(row) = db.query_one(sql, &[]).await {
                 c.samples += 1;
@@ -92,6 +103,12 @@ pub fn sample_connections(
                 c.max_busy = c.max_busy.max(row.get(1));
                 c.max_pool = c.max_pool.max(row.get(2));
                 c.max_listeners = c.max_listeners.max(row.get(3));
+                let waits: i64 = row.get(4);
+                notify_waits += waits;
+                c.max_notify_lock_waits = c.max_notify_lock_waits.max(waits);
+                c.max_transaction_waits = c.max_transaction_waits.max(row.get(5));
+                c.mean_notify_lock_waits =
+                    (notify_waits as f64 / c.samples as f64 * 10.0).round() / 10.0;
             }
             tokio::select! {
                 _ = stop.cancelled() => return c,

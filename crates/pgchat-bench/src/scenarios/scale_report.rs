@@ -108,6 +108,8 @@ pub struct DaemonFigures {
     pub rss_after: Option<u64>,
     /// After the load (a survivor of a kill holds its share of the dead one's sockets).
     pub rss_end: Option<u64>,
+    /// From its `/metrics` after the load (none for a killed daemon).
+    pub metrics: Option<BTreeMap<String, f64>>,
 }
 
 impl DaemonFigures {
@@ -356,6 +358,7 @@ mod tests {
             rss_before: Some(10_000_000),
             rss_after: Some(13_000_000),
             rss_end: None,
+            metrics: None,
         };
         assert_eq!(f.rss_per_conn(), Some(3000.0));
     }
