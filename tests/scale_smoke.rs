@@ -16,6 +16,9 @@ use serde_json::Value;
 /// A dead daemon is swept once it has been silent for 3 heartbeats (30 s) at the next
 /// heartbeat of a survivor (every 10 s): at most 40 s after it died.
 const SWEEP_BOUND_S: f64 = 40.0;
+/// The bench sees the sweep by polling every 250 ms, and the survivor's heartbeat
+/// statement itself takes time on a busy machine: what the measurement may add.
+const MEASURING_SLACK_S: f64 = 2.0;
 
 /// The pgchat-bench binary, built by Cargo into this test's own target directory and
 /// profile (another workspace member's binaries get no `CARGO_BIN_EXE_*`); a no-op
@@ -134,6 +137,9 @@ async fn three_daemons_lose_one_and_lose_nothing() {
     let swept = report["kill"]["presence_swept_after_s"]
         .as_f64()
         .unwrap_or_else(|| panic!("presence not swept within 60 s: {report}"));
-    assert!(swept <= SWEEP_BOUND_S, "swept after {swept} s: {report}");
+    assert!(
+        swept <= SWEEP_BOUND_S + MEASURING_SLACK_S,
+        "swept after {swept} s: {report}"
+    );
     drop(daemons);
 }

@@ -67,7 +67,10 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
         }
     }
     for name in MEANS {
-        let (sum, count) = (sums.get(&format!("{name}_sum")), sums.get(&format!("{name}_count")));
+        let (sum, count) = (
+            sums.get(&format!("{name}_sum")),
+            sums.get(&format!("{name}_count")),
+        );
         if let (Some(sum), Some(count)) = (sum, count) {
             if *count > 0.0 {
                 let ms = (sum / count * 1e6).round() / 1e3;
