@@ -38,6 +38,7 @@ mod migrate_upgrade;
 mod model_stream;
 mod observability;
 mod relay;
+mod scale_smoke;
 mod sql_auth;
 mod sql_history_cost;
 mod sql_message_changes;

@@ -38,14 +38,16 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// WebSocket URL of the server under test.
+    /// WebSocket URL of the server under test. Repeat it (or separate URLs with commas)
+    /// to drive several servers: socket i goes to URL i mod the number of URLs.
     #[arg(
         long,
         global = true,
         env = "PGCHAT_BENCH_URL",
-        default_value = "ws://127.0.0.1:3001/ws"
+        default_value = "ws://127.0.0.1:3001/ws",
+        value_delimiter = ','
     )]
-    pub url: String,
+    pub url: Vec<String>,
 
     /// Superuser URL of the server's database; users, rooms and memberships are seeded
     /// through it.
@@ -94,9 +96,11 @@ pub struct Common {
     #[arg(long, global = true, default_value_t = 5.0)]
     pub drain: f64,
 
-    /// PID of the server: its VmRSS is read before and after connecting.
-    #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    /// PID of the server: its VmRSS is read before and after connecting. With several
+    /// URLs, one PID per URL in the same order (repeated or comma-separated); the
+    /// single-server scenarios read the first.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 
     /// Extra characters of padding in every message (the text stays ASCII).
     #[arg(long, global = true, default_value_t = 0)]
@@ -108,6 +112,10 @@ pub struct Common {
 }
 
 impl Common {
+    /// The first server's PID, for the single-server scenarios.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server_pid.first().copied()
+    }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.connect_timeout.max(0.1))
     }
@@ -171,6 +179,13 @@ pub enum Scenario {
         #[arg(long)]
         no_limit: bool,
     },
+    /// N sockets over several servers (--url repeated), held by worker processes; rooms
+    /// spanning servers; messages, typing and API requests; optionally one server
+    /// SIGKILLed mid-traffic (its sockets resume on the others with `since`).
+    Scale(ScaleArgs),
+    /// A worker process of `scale` (started by the coordinator; commands on stdin).
+    #[command(hide = true)]
+    Worker,
     /// One room of M members at X messages/s for D seconds.
     Bigroom {
         #[arg(long, default_value_t = 5000)]
@@ -182,6 +197,44 @@ pub enum Scenario {
     },
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct ScaleArgs {
+    /// Sockets in all (one user each), spread evenly over the URLs.
+    #[arg(long, short = 'n', default_value_t = 50_000)]
+    pub connections: usize,
+    /// Members per room: consecutive users, so each room spans every server.
+    #[arg(long, default_value_t = 50)]
+    pub room_size: usize,
+    /// Aggregate messages per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Every socket starts typing once per this many seconds (0: no typing).
+    #[arg(long, default_value_t = 60.0)]
+    pub typing_period: f64,
+    /// `rooms` and `history` requests per second in aggregate, alternating.
+    #[arg(long, default_value_t = 20.0)]
+    pub api_rate: f64,
+    /// Worker processes (default: one per 12,500 sockets).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// SIGKILL one server this many seconds into the load (needs --server-pid).
+    #[arg(long)]
+    pub kill_at: Option<f64>,
+    /// Which server to kill: its index among the URLs (default the last).
+    #[arg(long)]
+    pub kill: Option<usize>,
+    /// The documented bound for sweeping a dead daemon's presence, in seconds from its
+    /// death: silent for 3 heartbeats (30 s), then the next survivor's heartbeat (10 s).
+    #[arg(long, default_value_t = 40.0)]
+    pub sweep_bound: f64,
+    /// Seconds after the kill to keep watching for the sweep.
+    #[arg(long, default_value_t = 60.0)]
+    pub sweep_wait: f64,
+}
+
 impl Scenario {
     /// Sockets the scenario opens.
     pub fn connections(&self) -> usize {
@@ -190,6 +243,8 @@ impl Scenario {
             Scenario::Fanout { rooms, members, .. } => rooms * members,
             Scenario::Persist { senders, .. } => *senders,
             Scenario::Bigroom { members, .. } => *members,
+            // The coordinator holds none; each worker checks its own share.
+            Scenario::Scale(_) | Scenario::Worker => 0,
         }
     }
 }
@@ -230,6 +285,33 @@ mod tests {
         .unwrap();
         assert_eq!(cli.common.settle(), Duration::from_secs(1));
         assert_eq!(cli.scenario.connections(), 2);
+    }
+
+    #[test]
+    fn urls_and_pids_repeat_or_split_on_commas() {
+        let cli = Cli::try_parse_from([
+            "pgchat-bench",
+            "--url",
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws",
+            "--url",
+            "ws://127.0.0.1:3/ws",
+            "--server-pid",
+            "10,11",
+            "--server-pid",
+            "12",
+            "connect",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.url.len(), 3);
+        assert_eq!(cli.common.url[2], "ws://127.0.0.1:3/ws");
+        assert_eq!(cli.common.server_pid, vec![10, 11, 12]);
+        assert_eq!(cli.common.server_pid(), Some(10));
+        let single = Cli::try_parse_from(["pgchat-bench", "connect"]).unwrap();
+        assert_eq!(
+            single.common.url,
+            vec!["ws://127.0.0.1:3001/ws".to_string()]
+        );
+        assert_eq!(single.common.server_pid(), None);
     }
 
     #[test]

@@ -14,15 +14,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::{self, Cmd, ConnResult};
 
-pub struct Options {
+/// One server under test: its URL and resolved address.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Server {
     pub url: String,
-    pub server: SocketAddr,
+    pub addr: SocketAddr,
+}
+
+pub struct Options {
+    /// Socket i connects to server i mod len (never empty).
+    pub servers: Vec<Server>,
     pub sources: u8,
     pub wait_join: bool,
     pub acks: bool,
     pub timeout: Duration,
     pub pad: usize,
     pub run: String,
+    /// A socket the server drops resumes on another server (`scale`).
+    pub reconnect: bool,
 }
 
 /// Live totals over every connection.
@@ -66,6 +75,8 @@ pub struct Shared {
     /// message to the room is owed.
     pub members: HashMap<i64, AtomicU64>,
     pub stop: CancellationToken,
+    /// Resumes in flight at once (--connect-concurrency).
+    pub gate: Arc<Semaphore>,
 }
 
 /// A counter bumped on every delivery from every worker thread: one shared atomic
@@ -111,6 +122,8 @@ pub struct Fleet {
     pub handles: Vec<Handle>,
     pub connected: usize,
     pub failed: usize,
+    /// Per handle: whether it became ready.
+    pub ready: Vec<bool>,
     /// The first few connection errors, for the report.
     pub errors: Vec<String>,
     /// From the first attempt to the last connection ready.
@@ -139,6 +152,27 @@ pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{with_port} has no IPv4 address"))
 }
 
+/// Resolves every URL; at least one is required.
+pub async fn resolve_all(urls: &[String]) -> anyhow::Result<Vec<Server>> {
+    anyhow::ensure!(!urls.is_empty(), "--url is required");
+    let mut servers = Vec::with_capacity(urls.len());
+    for url in urls {
+        let addr = resolve(url).await?;
+        servers.push(Server {
+            url: url.clone(),
+            addr,
+        });
+    }
+    Ok(servers)
+}
+
+impl Options {
+    /// The server socket `index` connects to first: sockets are spread evenly.
+    pub fn home(&self, index: u64) -> usize {
+        (index % self.servers.len() as u64) as usize
+    }
+}
+
 /// Opens every connection, at most `concurrency` attempts in flight, and waits until
 /// each is ready (authenticated and joined) or has failed.
 pub async fn open_all(shared: &Arc<Shared>, specs: Vec<Spec>, concurrency: usize) -> Fleet {
@@ -155,8 +189,11 @@ pub async fn open_all(shared: &Arc<Shared>, specs: Vec<Spec>, concurrency: usize
         readies.push(ready_rx);
     }
     let (mut connected, mut failed, mut errors) = (0, 0, Vec::new());
+    let mut ready_flags = Vec::with_capacity(readies.len());
     for ready in readies {
-        match ready.await {
+        let outcome = ready.await;
+        ready_flags.push(matches!(outcome, Ok(Ok(()))));
+        match outcome {
             Ok(Ok(())) => connected += 1,
             Ok(Err(e)) => {
                 failed += 1;
@@ -171,6 +208,7 @@ pub async fn open_all(shared: &Arc<Shared>, specs: Vec<Spec>, concurrency: usize
         handles,
         connected,
         failed,
+        ready: ready_flags,
         errors,
         elapsed: started.elapsed(),
     }

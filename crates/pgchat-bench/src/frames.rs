@@ -22,6 +22,20 @@ pub fn join(room: i64) -> String {
     format!(r#"{{"type":"join","roomId":{room},"ref":"j{room}"}}"#)
 }
 
+/// `join` with `since`: the server replays every message after `since`, then `joined`.
+pub fn join_since(room: i64, since: i64) -> String {
+    format!(r#"{{"type":"join","roomId":{room},"since":{since},"ref":"j{room}"}}"#)
+}
+
+/// API requests carry `ref` "q<n>", apart from messages' numeric refs.
+pub fn rooms(q: u64) -> String {
+    format!(r#"{{"type":"rooms","ref":"q{q}"}}"#)
+}
+
+pub fn history(room: i64, q: u64) -> String {
+    format!(r#"{{"type":"history","roomId":{room},"limit":50,"ref":"q{q}"}}"#)
+}
+
 pub fn typing(room: i64, is_typing: bool) -> String {
     format!(r#"{{"type":"typing","roomId":{room},"isTyping":{is_typing}}}"#)
 }
@@ -68,6 +82,13 @@ pub fn is_presence(text: &str) -> bool {
         && (text.contains("\"type\":\"user_joined\"") || text.contains("\"type\":\"user_left\""))
 }
 
+/// A `typing` event, recognised without parsing: `scale` has every socket start typing
+/// once a minute, which brings each room's other members a start and (when it runs
+/// out) a stop: several times more frames than its messages.
+pub fn is_typing(text: &str) -> bool {
+    text.len() <= 512 && text.contains("\"type\":\"typing\"")
+}
+
 /// A server frame, reduced to the fields the bench looks at. `message` is kept raw and
 /// read only when needed: an object in `message` frames, a string in `error` frames
 /// (an untagged enum would buffer every frame's value to try each shape).
@@ -83,6 +104,9 @@ pub struct Incoming<'a> {
     pub reference: Option<serde_json::Value>,
     #[serde(default, borrow)]
     pub code: Option<Cow<'a, str>>,
+    /// A `joined` reply's last seq.
+    #[serde(rename = "lastSeq", default)]
+    pub last_seq: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +131,16 @@ impl<'a> Incoming<'a> {
             serde_json::Value::String(s) => s.parse().ok(),
             _ => None,
         }
+    }
+
+    /// The number of an API request's `ref` ("q<n>").
+    pub fn query_number(&self) -> Option<u64> {
+        self.reference
+            .as_ref()?
+            .as_str()?
+            .strip_prefix('q')?
+            .parse()
+            .ok()
     }
 
     /// An error frame's `message` text.
@@ -141,6 +175,16 @@ mod tests {
             r#"{"type":"message","roomId":1,"message":{"body":"\"type\":\"user_left\""}}"#;
         assert!(!is_presence(message));
         assert!(!is_presence(r#"{"type":"typing","roomId":1}"#));
+    }
+
+    #[test]
+    fn typing_frames_are_told_apart_without_parsing() {
+        assert!(is_typing(
+            r#"{"isTyping":true,"roomId":1,"type":"typing","user":{"id":2,"name":"b"}}"#
+        ));
+        let message =
+            r#"{"type":"message","roomId":1,"message":{"message":"{\"type\":\"typing\""}}"#;
+        assert!(!is_typing(message));
     }
 
     #[test]
@@ -201,8 +245,27 @@ mod tests {
     }
 
     #[test]
+    fn api_refs_are_apart_from_message_refs() {
+        let v: serde_json::Value = serde_json::from_str(&history(4, 7)).unwrap();
+        assert_eq!(
+            (v["roomId"].as_i64(), v["ref"].as_str()),
+            (Some(4), Some("q7"))
+        );
+        let reply = Incoming::parse(r#"{"type":"rooms","ref":"q7","rooms":[]}"#).unwrap();
+        assert_eq!((reply.query_number(), reply.ref_number()), (Some(7), None));
+        let joined = Incoming::parse(r#"{"type":"joined","roomId":1,"lastSeq":9}"#).unwrap();
+        assert_eq!(joined.last_seq, Some(9));
+    }
+
+    #[test]
     fn control_frames_are_valid_json() {
-        for f in [auth("a\"b"), join(3), typing(3, true)] {
+        for f in [
+            auth("a\"b"),
+            join(3),
+            join_since(3, 5),
+            rooms(1),
+            typing(3, true),
+        ] {
             serde_json::from_str::<serde_json::Value>(&f).unwrap();
         }
     }

@@ -9,18 +9,27 @@
 //! - [`conn`]      one connection's task
 //! - [`tracker`]   lost / duplicated / out-of-order bookkeeping
 //! - [`report`]    JSON and readable output
-//! - [`scenarios`] connect, fanout, bigroom, persist (and its raw limit)
+//! - [`scenarios`] connect, fanout, bigroom, persist (and its raw limit), scale
+//! - [`dial`], [`resume`] opening a socket; resuming it on another server
+//! - [`proto`], [`worker`], [`workers`], [`hist`] worker processes: their commands, the
+//!   worker side, the coordinator side, and histograms merged across them
 
 mod cli;
 mod clients;
 mod conn;
+mod dial;
 mod frames;
+mod hist;
 mod limits;
+mod proto;
 mod report;
+mod resume;
 mod scenarios;
 mod seed;
 mod tracker;
 mod wire;
+mod worker;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -37,6 +46,35 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    match &cli.scenario {
+        cli::Scenario::Worker => {
+            return match runtime.block_on(worker::serve(open_files)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgchat-bench worker: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        cli::Scenario::Scale(args) => {
+            return match runtime.block_on(scenarios::scale::run(&cli.common, args)) {
+                // A run that went through but failed a check still prints its figures.
+                Ok(report) => {
+                    report.print(cli.common.json);
+                    if report.passed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("pgchat-bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     match runtime.block_on(scenarios::run(&cli.common, &cli.scenario)) {
         Ok(report) => {
             report.print(cli.common.json);

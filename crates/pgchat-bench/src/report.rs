@@ -13,6 +13,7 @@ use crate::tracker::Tracker;
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,
+    pub p95: f64,
     pub p99: f64,
     pub max: f64,
     pub mean: f64,
@@ -28,6 +29,7 @@ impl Latency {
         Some(Latency {
             p50: ms(h.value_at_quantile(0.50)),
             p90: ms(h.value_at_quantile(0.90)),
+            p95: ms(h.value_at_quantile(0.95)),
             p99: ms(h.value_at_quantile(0.99)),
             max: ms(h.max()),
             mean: (h.mean()).round() / 1000.0,

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::NoTls;
 
 pub struct User {
+    pub id: i64,
     /// The claims the token carries (without iat/exp), as PostgREST would set them.
     pub claims_json: String,
     pub token: String,
@@ -156,7 +157,11 @@ fn user(secret: &[u8], id: i64, name: String) -> anyhow::Result<User> {
     claims.insert("name".into(), Value::String(name));
     let claims_json = Value::Object(claims.clone()).to_string();
     let token = pgchat::auth::mint_token(secret, claims, Some(24 * 3600))?;
-    Ok(User { claims_json, token })
+    Ok(User {
+        id,
+        claims_json,
+        token,
+    })
 }
 
 #[cfg(test)]

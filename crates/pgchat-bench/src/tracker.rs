@@ -87,6 +87,12 @@ impl Tracker {
         }
     }
 
+    /// The highest `seq` received in `room` (servers that send `seq`).
+    pub fn last_seq(&self, room: i64) -> Option<u64> {
+        let (_, s) = self.streams.iter().find(|(k, _)| *k == (room, 0))?;
+        s.max
+    }
+
     pub fn merge_counts(&mut self, other: &Tracker) {
         self.delivered += other.delivered;
         self.unique += other.unique;
@@ -150,6 +156,7 @@ mod tests {
         let mut t = Tracker::default();
         assert_eq!(t.record(1, Some(10), 0, 0), Seen::InOrder);
         assert_eq!(t.record(1, Some(4), 0, 0), Seen::OutOfOrder);
+        assert_eq!((t.last_seq(1), t.last_seq(2)), (Some(10), None));
         assert_eq!(t.record(1, Some(4), 0, 0), Seen::Duplicate);
         let far = 10 + BITMAP_SPAN as i64 + 5;
         assert_eq!(t.record(1, Some(far), 0, 0), Seen::InOrder);

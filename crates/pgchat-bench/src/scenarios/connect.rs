@@ -21,13 +21,13 @@ pub async fn run(
     let setup = super::setup(common, connections, &rooms).await?;
     // Let the server digest the seeding notifications before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = common.server_pid.and_then(limits::rss_bytes);
+    let rss_before = common.server_pid().and_then(limits::rss_bytes);
     let started = Instant::now();
-    let cpu = limits::CpuMark::now(common.server_pid);
+    let cpu = limits::CpuMark::now(common.server_pid());
     let mut fleet = setup.open(common).await?;
-    let (server_cpu, bench_cpu) = cpu.since(common.server_pid);
+    let (server_cpu, bench_cpu) = cpu.since(common.server_pid());
     tokio::time::sleep(Duration::from_secs_f64(hold.max(0.0))).await;
-    let rss_after = common.server_pid.and_then(limits::rss_bytes);
+    let rss_after = common.server_pid().and_then(limits::rss_bytes);
     let results = clients::close_all(&setup.shared, &mut fleet).await;
     let parameters = json!({
         "connections": connections,
@@ -37,7 +37,7 @@ pub async fn run(
         "source_addrs": common.source_addrs,
         "connect_concurrency": common.connect_concurrency,
         "wait_join": !common.no_join_reply,
-        "server_pid": common.server_pid,
+        "server_pid": common.server_pid(),
     });
     let mut report = Report::collect("connect", parameters, &setup.shared, &fleet, &results);
     report.server_cpu_s = server_cpu;

@@ -43,7 +43,7 @@ pub async fn run(
     let total = (rate * duration).round() as u64;
     let typing_total = (common.typing_rate.max(0.0) * duration).round() as u64;
     let start = Instant::now();
-    let cpu = limits::CpuMark::now(common.server_pid);
+    let cpu = limits::CpuMark::now(common.server_pid());
     let (mut i, mut t, mut scheduled) = (0u64, 0u64, 0u64);
     while i < total || t < typing_total {
         let elapsed = start.elapsed().as_secs_f64();
@@ -77,7 +77,7 @@ pub async fn run(
     let send_secs = start.elapsed().as_secs_f64();
     clients::drain(&setup.shared, scheduled, common.drain()).await;
     let total_secs = start.elapsed().as_secs_f64();
-    let (server_cpu, bench_cpu) = cpu.since(common.server_pid);
+    let (server_cpu, bench_cpu) = cpu.since(common.server_pid());
     let results = clients::close_all(&setup.shared, &mut fleet).await;
 
     let parameters = json!({

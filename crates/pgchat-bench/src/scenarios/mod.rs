@@ -4,6 +4,10 @@ pub mod connect;
 pub mod fanout;
 pub mod persist;
 pub mod raw;
+pub mod scale;
+mod scale_db;
+mod scale_metrics;
+mod scale_report;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -51,6 +55,9 @@ pub async fn run(common: &Common, scenario: &Scenario) -> anyhow::Result<Report>
             };
             persist::run(common, *senders, *window, *duration, *rounds, limit_db).await
         }
+        Scenario::Scale(_) | Scenario::Worker => {
+            anyhow::bail!("scale and worker are run by main")
+        }
     }
 }
 
@@ -67,7 +74,7 @@ pub async fn setup(common: &Common, users: usize, rooms: &[Vec<usize>]) -> anyho
         .as_deref()
         .filter(|s| !s.is_empty())
         .context("--jwt-secret (or JWT_SECRET) is required: the server's HS256 secret")?;
-    let server = clients::resolve(&common.url).await?;
+    let servers = clients::resolve_all(&common.url).await?;
     let seeded = seed::seed(&common.admin_url, secret.as_bytes(), users, rooms).await?;
     let members: HashMap<i64, AtomicU64> = seeded
         .rooms
@@ -76,18 +83,21 @@ pub async fn setup(common: &Common, users: usize, rooms: &[Vec<usize>]) -> anyho
         .collect();
     let shared = Arc::new(Shared {
         opts: Options {
-            url: common.url.clone(),
-            server,
+            servers,
             sources: common.source_addrs,
             wait_join: !common.no_join_reply,
             acks: !common.no_acks,
             timeout: common.connect_timeout(),
             pad: common.pad,
             run: seeded.run.clone(),
+            reconnect: false,
         },
         counters: Default::default(),
         members,
         stop: CancellationToken::new(),
+        gate: Arc::new(tokio::sync::Semaphore::new(
+            common.connect_concurrency.max(1),
+        )),
     });
     Ok(Setup { seeded, shared })
 }

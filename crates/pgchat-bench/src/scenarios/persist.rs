@@ -35,7 +35,7 @@ pub async fn run(
     let mut fleet = setup.open_joining(common, senders).await?;
     let phase = Duration::from_secs_f64(duration);
     let started = Instant::now();
-    let cpu = limits::CpuMark::now(common.server_pid);
+    let cpu = limits::CpuMark::now(common.server_pid());
 
     let (mut confirmed, mut server_secs) = (0u64, 0.0);
     let (mut committed, mut raw_secs) = (0u64, 0.0);
@@ -56,7 +56,7 @@ pub async fn run(
         }
     }
     clients::drain(&setup.shared, 0, common.drain()).await;
-    let (server_cpu, bench_cpu) = cpu.since(common.server_pid);
+    let (server_cpu, bench_cpu) = cpu.since(common.server_pid());
     let results = clients::close_all(&setup.shared, &mut fleet).await;
 
     let parameters = json!({
