@@ -3,6 +3,7 @@
 //! SQL exactly in PostgREST's transaction context.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod captured;
 pub mod catalog;
 pub mod child;

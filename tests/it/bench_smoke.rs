@@ -3,61 +3,13 @@
 //! timings — figures come from benchmark runs (docs/benchmarks.md), not from tests.
 use crate::common;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
 use common::server::TestServer;
 use common::{TestDb, JWT_SECRET};
 use serde_json::Value;
 
-/// The pgchat-bench binary, built by Cargo into this test's own target directory and
-/// profile. The bench is another workspace member (`crates/pgchat-bench`), and Cargo
-/// gives a test the path of its own package's binaries only (`CARGO_BIN_EXE_*`); the
-/// build is a no-op when the binary is up to date.
-fn bench_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // <target>/<profile>/deps/bench_smoke-<hash>
-            let exe = std::env::current_exe().expect("the test binary's path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("<target>/<profile>");
-            let target_dir = profile_dir.parent().expect("<target>");
-            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") => "dev",
-                Some(other) => other,
-                None => panic!("no profile in {exe:?}"),
-            };
-            let out = std::process::Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "pgchat-bench",
-                    "--bin",
-                    "pgchat-bench",
-                ])
-                .args(["--profile", profile, "--target-dir"])
-                .arg(target_dir)
-                .arg("--manifest-path")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-                .output()
-                .expect("cargo runs");
-            assert!(
-                out.status.success(),
-                "building pgchat-bench failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            profile_dir.join("pgchat-bench")
-        })
-        .clone()
-}
-
 /// Runs pgchat-bench with `args` against `server` and returns its JSON report.
 async fn bench(db: &TestDb, server: &TestServer, args: &[&str]) -> Value {
-    let binary = bench_binary();
+    let binary = crate::common::bench::bench_binary();
     let out = tokio::process::Command::new(binary)
         .args(["--url", &server.url(), "--admin-url", &db.admin_url])
         .args(["--jwt-secret", JWT_SECRET, "--json", "--source-addrs", "3"])
@@ -189,7 +141,7 @@ async fn persist_acks_every_message_and_measures_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_more_connections_than_open_files_allow() {
-    let out = tokio::process::Command::new(bench_binary())
+    let out = tokio::process::Command::new(crate::common::bench::bench_binary())
         .args(["--jwt-secret", JWT_SECRET, "connect", "-n", "25000"])
         .output()
         .await

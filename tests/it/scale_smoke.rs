@@ -6,9 +6,6 @@
 //! (docs/benchmarks.md).
 use crate::common;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
 use common::child::ChildServer;
 use common::{TestDb, JWT_SECRET};
 use serde_json::Value;
@@ -19,49 +16,6 @@ const SWEEP_BOUND_S: f64 = 40.0;
 /// The bench sees the sweep by polling every 250 ms, and the survivor's heartbeat
 /// statement itself takes time on a busy machine: what the measurement may add.
 const MEASURING_SLACK_S: f64 = 2.0;
-
-/// The pgchat-bench binary, built by Cargo into this test's own target directory and
-/// profile (another workspace member's binaries get no `CARGO_BIN_EXE_*`); a no-op
-/// when it is up to date.
-fn bench_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test binary's path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("<target>/<profile>");
-            let target_dir = profile_dir.parent().expect("<target>");
-            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") => "dev",
-                Some(other) => other,
-                None => panic!("no profile in {exe:?}"),
-            };
-            let out = std::process::Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "pgchat-bench",
-                    "--bin",
-                    "pgchat-bench",
-                ])
-                .args(["--profile", profile, "--target-dir"])
-                .arg(target_dir)
-                .arg("--manifest-path")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-                .output()
-                .expect("cargo runs");
-            assert!(
-                out.status.success(),
-                "building pgchat-bench failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            profile_dir.join("pgchat-bench")
-        })
-        .clone()
-}
 
 fn n(report: &Value, path: &[&str]) -> u64 {
     let mut v = report;
@@ -83,7 +37,7 @@ async fn three_daemons_lose_one_and_lose_nothing() {
     }
     let urls: Vec<String> = daemons.iter().map(ChildServer::url).collect();
     let pids: Vec<String> = daemons.iter().map(|d| d.pid().to_string()).collect();
-    let out = tokio::process::Command::new(bench_binary())
+    let out = tokio::process::Command::new(crate::common::bench::bench_binary())
         .args(["--url", &urls.join(","), "--server-pid", &pids.join(",")])
         .args(["--admin-url", &db.admin_url, "--jwt-secret", JWT_SECRET])
         .args(["--json", "--source-addrs", "3", "--drain", "20"])
