@@ -20,6 +20,7 @@ use crate::hub::Hub;
 use crate::presence::{Presence, TypingTracker};
 use crate::relay::Wakes;
 use crate::typing_throttle::TypingThrottle;
+use crate::typing_writer::TypingWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -38,6 +39,8 @@ pub struct App {
     pub presence: Arc<Presence>,
     pub typing: Arc<TypingTracker>,
     pub typing_throttle: Arc<TypingThrottle>,
+    /// Writes this daemon's typing changes in batches (one commit, one doorbell lock).
+    pub typing_writer: Arc<TypingWriter>,
     /// Per-user quota for chat writes and queries; `None` when RATE_LIMIT_PER_SEC=0.
     pub limiter: Option<DefaultKeyedRateLimiter<String>>,
     /// Whether the bus is connected and answered lately (for /readyz).
@@ -77,6 +80,7 @@ impl App {
         Ok(App {
             verifier,
             presence: Arc::new(Presence::new(db.clone())),
+            typing_writer: Arc::new(TypingWriter::new(db.clone())),
             db,
             hub: Arc::new(Hub::for_queue(config.outbound_queue)),
             typing: Arc::new(TypingTracker::new(config.typing_ttl())),

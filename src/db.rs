@@ -122,6 +122,20 @@ const ROLE_SETTINGS_SQL: &str = "select r.rolname::text, \
  where s.setdatabase in (0, (select oid from pg_database where datname = current_database())) \
  group by r.rolname";
 
+/// The parameters of [`CONTEXT_SQL`], or of [`CONTEXT_WITH_SETTINGS_SQL`] when the role
+/// has settings.
+fn context_params<'a>(
+    who: &'a Identity,
+    path: &'a &'a str,
+    settings: &'a Option<String>,
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&who.role, &who.claims_json, path];
+    if let Some(settings) = settings {
+        params.push(settings);
+    }
+    params
+}
+
 /// How long a call waits for a pool connection, its wait for the user's share included.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
@@ -232,19 +246,8 @@ impl Db {
         };
         let statement = client.prepare_cached(sql).await?;
         let begin = client.batch_execute("BEGIN");
-        let with_settings: [&(dyn ToSql + Sync); 4];
-        let without: [&(dyn ToSql + Sync); 3];
-        let context_params: &[&(dyn ToSql + Sync)] = match &settings {
-            Some(settings) => {
-                with_settings = [&who.role, &who.claims_json, &path, settings];
-                &with_settings
-            }
-            None => {
-                without = [&who.role, &who.claims_json, &path];
-                &without
-            }
-        };
-        let set = client.query_one(&context, context_params);
+        let context_params = context_params(who, &path, &settings);
+        let set = client.query_one(&context, &context_params);
         let action = client.query_opt(&statement, params);
         let commit = client.batch_execute("COMMIT");
         let (begin, set, action, commit) = tokio::join!(begin, set, action, commit);
@@ -256,6 +259,53 @@ impl Db {
             Some(row) => row.try_get::<_, Option<RawJson>>(0)?,
             None => None,
         })
+    }
+
+    /// Runs `sql` once for each of `calls`, each as its user, all in one transaction: the
+    /// context is set again before each call, exactly as
+    /// [`Db::as_user`] sets it. For best-effort writes that ring a doorbell (typing),
+    /// where one commit for many users takes PostgreSQL's NOTIFY lock once instead of
+    /// once per user. Every call must have the same role, so the role's settings are
+    /// the same for all. If any call fails, none is kept and its error returns.
+    pub async fn as_each_user(
+        &self,
+        path: &str,
+        sql: &str,
+        calls: &[(&Identity, &[&(dyn ToSql + Sync)])],
+    ) -> Result<(), DbError> {
+        let Some((first, _)) = calls.first() else {
+            return Ok(());
+        };
+        if calls.iter().any(|(who, _)| who.role != first.role) {
+            return Err(DbError::Internal("one role per batch".into()));
+        }
+        let client = self.get_until(Instant::now() + POOL_WAIT).await?;
+        let settings = self.role_settings.read().unwrap().get(&first.role).cloned();
+        let context = match settings {
+            Some(_) => client.prepare_cached(CONTEXT_WITH_SETTINGS_SQL).await?,
+            None => client.prepare_cached(CONTEXT_SQL).await?,
+        };
+        let statement = client.prepare_cached(sql).await?;
+        // One round trip per call (context and statement pipelined); the commit, where
+        // the lock is taken, comes once at the end. A failed step turns COMMIT into a
+        // rollback.
+        client.batch_execute("BEGIN").await?;
+        let mut failed = None;
+        for (who, params) in calls {
+            let context_params = context_params(who, &path, &settings);
+            let set = client.query_one(&context, &context_params);
+            let action = client.query_opt(&statement, params);
+            let (set, action) = tokio::join!(set, action);
+            if let Err(e) = set.and(action) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let commit = client.batch_execute("COMMIT").await;
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(commit?),
+        }
     }
 
     /// Reads every role's `ALTER ROLE … SET` settings, as PostgREST does at start and on

@@ -205,7 +205,7 @@ fn start_background(state: &Arc<App>, bus: impl Bus) -> Vec<tokio::task::JoinHan
                 _ = tick.tick() => {}
                 _ = heartbeat_cancel.cancelled() => return,
             }
-            return_free_memory();
+            crate::memory::return_free_memory();
             if let Err(e) = heartbeat_state.presence.heartbeat().await {
                 tracing::warn!(error = %e, "presence heartbeat failed");
             }
@@ -218,6 +218,11 @@ fn start_background(state: &Arc<App>, bus: impl Bus) -> Vec<tokio::task::JoinHan
         tokio::spawn(bus.run(bells, state.bus.clone(), cancel.clone())),
         tokio::spawn(relay.run(signals, cancel.clone())),
         tokio::spawn(state.presence.clone().run_batcher(cancel.clone())),
+        tokio::spawn({
+            let writer = state.typing_writer.clone();
+            let cancel = cancel.clone();
+            async move { writer.run(cancel).await }
+        }),
         tokio::spawn(crate::relay::expire_typing(
             state.hub.clone(),
             state.typing.clone(),
@@ -225,6 +230,10 @@ fn start_background(state: &Arc<App>, bus: impl Bus) -> Vec<tokio::task::JoinHan
             cancel,
         )),
         tokio::spawn(heartbeat),
+        tokio::spawn(crate::memory::trim_after_storms(
+            state.hub.clone(),
+            state.shutdown.clone(),
+        )),
     ]
 }
 
@@ -247,17 +256,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
-    }
-}
-
-/// Gives the allocator's free pages back to the system. A join storm's announcements are
-/// many short-lived buffers at once; glibc keeps the freed space in its arenas, so a
-/// daemon's RSS stayed at the storm's peak (about 300 bytes per socket more after 10,000
-/// joins). Called every heartbeat; it costs a walk of the free lists.
-fn return_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases unused memory of glibc's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -208,6 +208,23 @@ $$;
 revoke execute on function pgchat.member_change_at(bigint, bigint) from public;
 grant execute on function pgchat.member_change_at(bigint, bigint) to authenticator;
 
+-- The membership changes rung at these (room, rev) pairs that concern these users: what
+-- a burst of membership doorbells for rooms nobody on the daemon follows makes it read,
+-- in one statement (a join storm rings thousands). Only the daemon's own users are
+-- returned; the others' sockets are elsewhere.
+create or replace function pgchat.member_changes_at(rooms bigint[], at_revs bigint[], users bigint[])
+returns table (room_id bigint, rev bigint, user_id bigint, present boolean, body text, age_ms bigint)
+language sql stable security definer set search_path = api, public as $$
+  select c.room_id, c.rev, c.key, c.present,
+         (select private.room_json(r) from api.chat_rooms r where r.id = c.room_id)::text,
+         (extract(epoch from (now() - c.changed_at)) * 1000)::bigint
+    from unnest(rooms, at_revs) as a(room_id, rev)
+    join private.room_changes c on c.room_id = a.room_id and c.rev = a.rev
+   where c.kind = 'member' and c.key = any (users);
+$$;
+revoke execute on function pgchat.member_changes_at(bigint[], bigint[], bigint[]) from public;
+grant execute on function pgchat.member_changes_at(bigint[], bigint[], bigint[]) to authenticator;
+
 -- Memberships these users began since `since`: after its LISTEN connection was lost, a
 -- daemon tells its sockets about rooms their users joined meanwhile, as the doorbell
 -- would have (it reads only the rooms it follows otherwise).

@@ -10,6 +10,7 @@ use crate::db::RawJson;
 use crate::hub::Event;
 use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId, StreamFrame};
 use crate::relay::WriteGuard;
+use crate::typing_writer::TypingWrite;
 
 pub(crate) type Reply = Result<(), FrameError>;
 
@@ -135,17 +136,16 @@ impl<R: Replies> Ctx<'_, R> {
                     is_typing,
                     std::time::Instant::now(),
                 ) && self.within_quota();
+                // Written in this daemon's next typing batch (see `typing_writer`).
                 if written {
-                    self.call(
-                        "/rpc/set_typing",
-                        "select api.set_typing(room_id := $1, is_typing := $2)",
-                        &[&room_id, &is_typing],
-                    )
-                    .await
-                    .map(|_| ())
-                } else {
-                    Ok(())
+                    let who = self.conn.identity.clone().expect("authenticated");
+                    self.app.typing_writer.write(TypingWrite {
+                        who,
+                        room: room_id,
+                        typing: is_typing,
+                    });
                 }
+                Ok(())
             }
             ClientFrame::Read { room_id, seq } => {
                 match self
@@ -311,13 +311,15 @@ impl<R: Replies> Ctx<'_, R> {
 
     /// The message just committed goes out from here when it is the room's next change
     /// (see [`crate::hub::Hub::deliver_own`]); its doorbell then finds nothing to read.
-    /// The relay writes it with its next flush, which the nudge makes due now.
+    /// It is written here and now, not with the relay's next flush: the relay may be
+    /// reading the database for a while (a join storm's presence took 280 ms), and a
+    /// message waiting for it then was the tail of fanout's latency (p99 45–67 ms vs 6).
     fn deliver_own(&self, room_id: RoomId, stored: &Stored, row: RawJson) {
         let frame = StreamFrame::raw("message", room_id, stored.rev, "message", &row.0);
         let event = Event::stream(frame, Some(stored.seq));
         if self.app.hub.deliver_own(room_id, event) {
             metrics::counter!("pgchat_messages_out_total").increment(1);
-            self.app.wakes.nudge();
+            self.app.hub.flush();
         } else if self
             .app
             .hub

@@ -16,7 +16,7 @@
 //! something (after a `resync`, see [`Hub::skip_to`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -94,6 +94,8 @@ pub struct Hub {
     rosters_on: AtomicBool,
     /// Identifies each roster load, so a load overtaken by an invalidation is dropped.
     roster_loads: AtomicU64,
+    /// Authenticated sockets added and removed so far (see `memory`).
+    socket_changes: AtomicU64,
 }
 
 /// What a subscription change meant for the user's presence on this daemon.
@@ -123,6 +125,7 @@ impl Hub {
 
     /// Registers an authenticated connection of `user` (for pushes to all their sockets).
     pub fn add_user_socket(&self, user: UserId, handle: Arc<SessionHandle>) {
+        self.socket_changes.fetch_add(1, Ordering::Relaxed);
         self.users
             .lock()
             .unwrap()
@@ -132,6 +135,7 @@ impl Hub {
     }
 
     pub fn remove_user_socket(&self, user: UserId, conn: ConnId) {
+        self.socket_changes.fetch_add(1, Ordering::Relaxed);
         let mut users = self.users.lock().unwrap();
         if let Some(sockets) = users.get_mut(&user) {
             sockets.retain(|h| h.conn_id != conn);
@@ -139,6 +143,12 @@ impl Hub {
                 users.remove(&user);
             }
         }
+    }
+
+    /// Authenticated sockets added and removed since the hub began: a storm shows as a
+    /// jump.
+    pub fn socket_changes(&self) -> u64 {
+        self.socket_changes.load(Ordering::Relaxed)
     }
 
     /// Sends a frame to every socket of a user on this daemon.

@@ -7,6 +7,7 @@
 //! memberships as `member_joined` / `member_left` to the room's subscribers, and as
 //! `room` / `room_left` to the member's own sockets.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -28,6 +29,23 @@ const DRAIN_WAIT: Duration = Duration::from_secs(10);
 const STALL_WAIT: Duration = Duration::from_secs(1);
 /// A membership change rung again after this long is not told to the member again.
 const MEMBER_CHANGE_FRESH_MS: i64 = 60_000;
+
+/// Which messages a read (one page, or every page of a catch-up) has sent as `message`.
+/// A message above the room's seq cursor as the read began was never sent from here: it
+/// is a `message` the first time the read meets it, even after a newer one moved the
+/// cursor (it was edited after that one was written, so its rev is higher and it comes
+/// later, perhaps pages later), and a `message_updated` if the read meets it again (it
+/// was edited while the read went on).
+struct FirstSeen {
+    cursor: Option<i64>,
+    sent: HashSet<i64>,
+}
+
+impl FirstSeen {
+    fn first_time(&mut self, seq: i64) -> bool {
+        self.cursor.is_none_or(|c| seq > c) && self.sent.insert(seq)
+    }
+}
 
 /// One row of `pgchat.stream_after_rooms`.
 struct Change {
@@ -77,10 +95,11 @@ impl Relay {
                 page.push(to_change(row, 1));
             }
             let full = page.len() == page_size as usize;
-            let last = self.apply(room, &page).await;
+            let mut seen = self.first_seen(room);
+            let last = self.apply(room, &page, &mut seen).await;
             if full {
                 self.drain(room).await;
-                self.stream(room, last.unwrap_or(after)).await?;
+                self.stream(room, last.unwrap_or(after), seen).await?;
             }
         }
         Ok(())
@@ -89,7 +108,12 @@ impl Relay {
     /// Relays a room's changes after `after` page by page, each page written before the
     /// next is read, until the stream is exhausted. A backlog too large to replay is
     /// skipped with a `resync`.
-    async fn stream(&self, room: RoomId, mut after: i64) -> Result<(), DbError> {
+    async fn stream(
+        &self,
+        room: RoomId,
+        mut after: i64,
+        mut seen: FirstSeen,
+    ) -> Result<(), DbError> {
         let client = self.db.client().await?;
         let position = client
             .query_opt(
@@ -133,7 +157,7 @@ impl Relay {
                 .map(|row| to_change(row, 0))
                 .collect();
             let full = page.len() == page_size as usize;
-            if let Some(last) = self.apply(room, &page).await {
+            if let Some(last) = self.apply(room, &page, &mut seen).await {
                 after = last;
             }
             if !full {
@@ -172,19 +196,23 @@ impl Relay {
         }
     }
 
+    /// Where a read of `room` starts: what was sent from here before it.
+    fn first_seen(&self, room: RoomId) -> FirstSeen {
+        FirstSeen {
+            cursor: self.hub.position(room).and_then(|(seq, _)| seq),
+            sent: HashSet::new(),
+        }
+    }
+
     /// Relays one page of a room's changes in order; returns the last rev in it.
-    async fn apply(&self, room: RoomId, page: &[Change]) -> Option<i64> {
+    async fn apply(&self, room: RoomId, page: &[Change], seen: &mut FirstSeen) -> Option<i64> {
         let mut departed = Vec::new();
-        // Messages above the room's seq cursor as the page starts were never sent from
-        // here: each is a `message`, even when it comes after a newer one (it was edited
-        // after that one was written, so its rev is higher) and the cursor has moved on.
-        let seq_cursor = self.hub.position(room).and_then(|(seq, _)| seq);
         for change in page {
             let body = change.body.as_deref().unwrap_or("null");
             let rev = change.rev;
             match (change.kind.as_str(), change.seq, change.user) {
                 ("message", Some(seq), _) => {
-                    let first_time = seq_cursor.is_none_or(|c| seq > c);
+                    let first_time = seen.first_time(seq);
                     let kind = if first_time {
                         metrics::counter!("pgchat_messages_out_total").increment(1);
                         crate::metrics::record_listener_lag(body);
@@ -237,18 +265,37 @@ impl Relay {
         last
     }
 
-    /// A membership change in a room nobody here follows: read it by its rev, and tell
-    /// the new member's sockets here about the room.
-    pub(super) async fn member_change(&self, room: RoomId, rev: i64) -> Result<(), DbError> {
+    /// Membership changes in rooms nobody here follows, by their (room, rev): read in one
+    /// statement, and each new member with sockets here is told about the room.
+    pub(super) async fn member_changes(&self, changes: &[(RoomId, i64)]) -> Result<(), DbError> {
+        let users = self.hub.user_ids();
+        if changes.is_empty() || users.is_empty() {
+            return Ok(());
+        }
+        let (rooms, revs): (Vec<RoomId>, Vec<i64>) = changes.iter().copied().unzip();
         let client = self.db.client().await?;
         let stmt = client
             .prepare_cached(
-                "select user_id, present, body, age_ms from pgchat.member_change_at($1, $2)",
+                "select room_id, rev, user_id, present, body, age_ms
+                   from pgchat.member_changes_at($1, $2, $3)",
             )
             .await?;
-        if let Some(row) = client.query_opt(&stmt, &[&room, &rev]).await? {
-            let (user, present, body, age): (i64, bool, Option<String>, i64) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
+        for row in client.query(&stmt, &[&rooms, &revs, &users]).await? {
+            let (room, rev, user, present, body, age): (
+                RoomId,
+                i64,
+                UserId,
+                bool,
+                Option<String>,
+                i64,
+            ) = (
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+                row.get(5),
+            );
             if present && age < MEMBER_CHANGE_FRESH_MS {
                 self.tell_joined(room, rev, user, body.as_deref().unwrap_or("null"));
             }
@@ -341,7 +388,7 @@ impl Relay {
     /// Catches every followed room up after a LISTEN loss.
     pub(super) async fn catch_up_all(&self) {
         for (room, after) in self.hub.positions() {
-            if let Err(e) = self.stream(room, after).await {
+            if let Err(e) = self.stream(room, after, self.first_seen(room)).await {
                 tracing::warn!(room, error = %e, "catch-up failed");
             }
         }

@@ -88,12 +88,14 @@ impl Relay {
         if let Err(e) = self.read_changes(&rooms).await {
             tracing::warn!(error = %e, "could not read room changes");
         }
-        for (room, rev) in &burst.members {
-            if self.hub.position(*room).is_none() {
-                if let Err(e) = self.member_change(*room, *rev).await {
-                    tracing::warn!(room, error = %e, "could not read a membership change");
-                }
-            }
+        let unfollowed: Vec<(RoomId, i64)> = burst
+            .members
+            .iter()
+            .copied()
+            .filter(|(room, _)| self.hub.position(*room).is_none())
+            .collect();
+        if let Err(e) = self.member_changes(&unfollowed).await {
+            tracing::warn!(error = %e, "could not read membership changes");
         }
         if let Err(e) = self.read_presence(&self.followed(&burst.presence)).await {
             tracing::warn!(error = %e, "could not read presence");

@@ -1,6 +1,5 @@
 //! What wakes the relay besides doorbells: rooms this daemon just started following,
-//! a nudge to flush, its own users' arrivals to announce, and its own message writes in
-//! flight.
+//! its own users' arrivals to announce, and its own message writes in flight.
 //!
 //! A message sent through a socket here is delivered from the RPC's result
 //! ([`crate::hub::Hub::deliver_own`]). Its doorbell usually arrives while the RPC's
@@ -31,12 +30,6 @@ impl Wakes {
     /// The relay reads the room's stream once more (it just started following it).
     pub fn wake(&self, room: RoomId) {
         self.rooms.lock().unwrap().push(room);
-        self.woken.notify_one();
-    }
-
-    /// Wakes the relay without a room: it flushes what others queued (see
-    /// [`crate::hub::Hub::deliver_own`]).
-    pub fn nudge(&self) {
         self.woken.notify_one();
     }
 

@@ -47,6 +47,7 @@ mod sql_notify;
 mod sql_read_marker;
 mod sql_rls;
 mod sql_rpc;
+mod typing_batch;
 mod ws_delivery;
 mod ws_doorbell;
 mod ws_errors;

@@ -153,3 +153,75 @@ async fn a_message_first_read_after_its_edit_is_a_message() {
     drop(socket);
     server.stop().await;
 }
+
+/// The same across pages of one catch-up: a message edited while LISTEN was down comes
+/// after every newer message in the stream, pages after them when the backlog is long
+/// (here the page is 4 changes: `OUTBOUND_QUEUE` 8). Each message's first frame is a
+/// `message`, whatever page it falls in, and none is sent twice.
+#[tokio::test]
+async fn a_message_first_read_pages_after_its_edit_is_a_message() {
+    let db = TestDb::new().await;
+    let (pg, owner, other, room) = two_users(&db).await;
+    pg.rpc(
+        &Claims::user(other),
+        "join_chat_room",
+        &[("room_id", &room)],
+    )
+    .await
+    .expect("join_chat_room");
+    let server = TestServer::start(&db, &[("OUTBOUND_QUEUE", "8")]).await;
+    let mut socket = Client::authed(&server.url(), owner).await;
+    let joined = socket
+        .request(serde_json::json!({"type": "join", "roomId": room}))
+        .await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let down = ListenDown::begin(&db).await;
+    let mut ids = Vec::new();
+    for n in 1..=6 {
+        let sent = pg.send(other, room, &format!("m{n}")).await;
+        ids.push(sent["id"].as_i64().unwrap());
+    }
+    pg.rpc(
+        &Claims::user(other),
+        "edit_message",
+        &[("message_id", &ids[0]), ("message", &"m1, edited")],
+    )
+    .await
+    .expect("edit_message");
+    down.release().await;
+    let mut seen: Vec<Value> = Vec::new();
+    while seen.len() < 6 {
+        let f = socket.recv().await;
+        if f["type"] == "message" || f["type"] == "message_updated" {
+            seen.push(f);
+        }
+    }
+    // A sentinel written after the catch-up: nothing about m1..m6 may come before it.
+    let sentinel = pg.send(other, room, "sentinel").await["id"]
+        .as_i64()
+        .unwrap();
+    loop {
+        let f = socket.recv().await;
+        if f["message"]["id"] == sentinel {
+            break;
+        }
+        if f["type"] == "message" || f["type"] == "message_updated" {
+            seen.push(f);
+        }
+    }
+    let kinds: Vec<(i64, &str)> = seen
+        .iter()
+        .map(|f| {
+            (
+                f["message"]["id"].as_i64().unwrap(),
+                f["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected: Vec<(i64, &str)> = ids[1..].iter().map(|id| (*id, "message")).collect();
+    expected.push((ids[0], "message"));
+    assert_eq!(kinds, expected, "each once, as `message`: {seen:?}");
+    assert_eq!(seen[5]["message"]["message"], "m1, edited");
+    drop(socket);
+    server.stop().await;
+}
