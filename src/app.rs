@@ -22,6 +22,10 @@ use crate::relay::Wakes;
 use crate::typing_throttle::TypingThrottle;
 use crate::typing_writer::TypingWriter;
 
+/// Connections of the background pool: the relay reads with one at a time, the typing
+/// writer writes with one at a time.
+pub const BACKGROUND_POOL_SIZE: usize = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
@@ -35,6 +39,9 @@ pub struct App {
     pub config: Config,
     pub verifier: Verifier,
     pub db: Db,
+    /// The relay's and the typing writer's own connections (`pgchat-relay`): what every
+    /// socket waits for never queues behind user calls in the main pool.
+    pub background_db: Db,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
     pub typing: Arc<TypingTracker>,
@@ -73,6 +80,13 @@ impl App {
             Duration::from_millis(config.db_timeout_ms),
         )?
         .with_user_concurrency(config.user_concurrency());
+        let background_db = Db::named(
+            &config.database_url,
+            "pgchat-relay",
+            BACKGROUND_POOL_SIZE,
+            Duration::from_millis(config.db_timeout_ms),
+        )?
+        .sharing_settings_with(&db);
         let limiter = NonZeroU32::new(config.rate_limit_per_sec).map(|rate| {
             let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
@@ -80,7 +94,8 @@ impl App {
         Ok(App {
             verifier,
             presence: Arc::new(Presence::new(db.clone())),
-            typing_writer: Arc::new(TypingWriter::new(db.clone())),
+            typing_writer: Arc::new(TypingWriter::new(background_db.clone())),
+            background_db,
             db,
             hub: Arc::new(Hub::for_queue(config.outbound_queue)),
             typing: Arc::new(TypingTracker::new(config.typing_ttl())),

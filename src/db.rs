@@ -178,7 +178,17 @@ pub fn connect_config(
 
 impl Db {
     pub fn new(url: &str, size: usize, statement_timeout: Duration) -> Result<Self, DbError> {
-        let config = connect_config(url, "pgchat", statement_timeout)?;
+        Self::named(url, "pgchat", size, statement_timeout)
+    }
+
+    /// A pool whose connections carry `application_name` (what `pg_stat_activity` shows).
+    pub fn named(
+        url: &str,
+        application_name: &str,
+        size: usize,
+        statement_timeout: Duration,
+    ) -> Result<Self, DbError> {
+        let config = connect_config(url, application_name, statement_timeout)?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -198,6 +208,12 @@ impl Db {
             role_settings: Arc::default(),
             fair: None,
         })
+    }
+
+    /// Shares `other`'s role settings (loaded once, for both pools).
+    pub fn sharing_settings_with(mut self, other: &Db) -> Self {
+        self.role_settings = other.role_settings.clone();
+        self
     }
 
     /// Lets each user run at most `per_user` as-user calls at once (0: no limit).

@@ -133,6 +133,7 @@ pub async fn run_with_bus<B: Bus>(
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     state.db.close();
+    state.background_db.close();
     Ok(())
 }
 
@@ -187,7 +188,7 @@ async fn serve_http(
 fn start_background(state: &Arc<App>, bus: impl Bus) -> Vec<tokio::task::JoinHandle<()>> {
     let cancel = state.shutdown.clone();
     let relay = Relay::new(
-        state.db.clone(),
+        state.background_db.clone(),
         state.hub.clone(),
         state.presence.clone(),
         state.typing.clone(),
