@@ -63,7 +63,7 @@ const LAG_HISTOGRAM: &str = "pgchat_listener_lag_seconds";
 
 /// Gauges set at each scrape by [`crate::gauges::refresh`] (and the listener's backlog,
 /// set as doorbells arrive).
-const GAUGES: [(&str, &str); 8] = [
+const GAUGES: [(&str, &str); 9] = [
     (
         "pgchat_db_pool_size",
         "Pooled connections at most (DB_POOL_SIZE)",
@@ -72,6 +72,10 @@ const GAUGES: [(&str, &str); 8] = [
     (
         "pgchat_db_pool_waiting",
         "Calls waiting for a pooled connection now",
+    ),
+    (
+        "pgchat_join_reads_waiting",
+        "Joins waiting for their turn to read (at most half the pool reads for joins)",
     ),
     (
         "pgchat_outbound_queue_max_frames",

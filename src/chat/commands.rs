@@ -257,6 +257,24 @@ impl<R: Replies> Ctx<'_, R> {
         result.map_err(db_error)
     }
 
+    /// [`Ctx::call`] for a join's reads, at most [`crate::app::App::join_reads`] at once
+    /// in the daemon: a reconnect wave (a daemon's 12,500 sockets resuming on the others)
+    /// then queues here, and sends, history and rooms keep the rest of the pool. The
+    /// permit covers the database call only, never a write to the socket, so a client
+    /// that stops reading during its replay holds none.
+    pub(crate) async fn join_call(
+        &mut self,
+        path: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<RawJson>, FrameError> {
+        let app = self.app;
+        let waiting = Waiting::on(&app.join_reads_waiting);
+        let _permit = app.join_reads.acquire().await;
+        drop(waiting);
+        self.call(path, sql, params).await
+    }
+
     async fn room_reply(
         &mut self,
         r: Option<&Value>,
@@ -330,5 +348,21 @@ impl<R: Replies> Ctx<'_, R> {
             // rather than after the room's writes in flight here (which could go on).
             self.app.wakes.wake(room_id);
         }
+    }
+}
+
+/// Counts a wait in `counter` while it lasts, also when the waiting future is dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn on(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

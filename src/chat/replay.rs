@@ -92,7 +92,7 @@ impl<R: Replies> Ctx<'_, R> {
         }
         let sql = "select api.room_replay(room_id := $1, after_rev := $2, until_rev := $3)";
         let raw = match self
-            .call("/rpc/room_replay", sql, &[&room_id, &since, &until])
+            .join_call("/rpc/room_replay", sql, &[&room_id, &since, &until])
             .await
         {
             Ok(Some(raw)) => raw,
@@ -120,7 +120,7 @@ impl<R: Replies> Ctx<'_, R> {
         let page_rows = REPLAY_LIMIT as i32;
         while since < until {
             let page = match self
-                .call("/rpc/messages_since", sql, &[&room_id, &since, &page_rows])
+                .join_call("/rpc/messages_since", sql, &[&room_id, &since, &page_rows])
                 .await
             {
                 Ok(Some(raw)) => raw,

@@ -114,7 +114,7 @@ impl<R: Replies> Ctx<'_, R> {
         // can be missed; events are held until activate().
         let change = hub.subscribe(room_id, user, self.conn.handle.clone());
         let (last_seq, last_rev, my_name) = match self
-            .call("/chat_rooms", ROOM_LAST_SEQ_SQL, &[&room_id])
+            .join_call("/chat_rooms", ROOM_LAST_SEQ_SQL, &[&room_id])
             .await
         {
             Ok(Some(raw)) => match parse::<LastSeq>(&raw) {

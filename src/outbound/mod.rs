@@ -154,8 +154,12 @@ impl Outbound {
         &self,
         batch: impl IntoIterator<Item = (Utf8Bytes, Kind)>,
     ) -> Result<Pushed, PushError> {
+        let batch = batch.into_iter();
         let mut frames = self.frames.lock().unwrap();
         let was_empty = frames.queue.is_empty();
+        // One allocation for the batch: an emptied queue gives its buffer back (see
+        // `flush`), and growing it again frame by frame copied it log2(n) times.
+        frames.queue.reserve(batch.size_hint().0);
         let mut dropped = 0;
         for (frame, kind) in batch {
             if !frames.enqueue(frame, kind, self.capacity)? {

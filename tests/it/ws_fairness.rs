@@ -196,3 +196,87 @@ async fn one_users_expensive_calls_do_not_stall_another_users_messages() {
     }
     server.stop().await;
 }
+
+/// A reconnect wave's joins take at most half the pool: sends keep the rest. Four users'
+/// joins are made slow (their display name takes 2 s to read, in the join's first read)
+/// on a daemon with a pool of 4 (the test servers' size). Another user's message must be
+/// acknowledged while two slow joins are in PostgreSQL and the other two wait for a join
+/// permit, not for a connection the send needs. Without the gate the four joins hold all
+/// four connections for 2 s and the send waits for them.
+#[tokio::test]
+async fn a_wave_of_joins_leaves_half_the_pool_to_sends() {
+    let db = TestDb::new().await;
+    let (sender, _) = db.signup("sender@example.com", "Sender").await;
+    let pg = db.postgrest().await;
+    let talk = pg.create_room(sender, "talk").await;
+    let mut slow_users = Vec::new();
+    for n in 0..4 {
+        let (user, _) = db
+            .signup(&format!("slow{n}@example.com"), &format!("Slow {n}"))
+            .await;
+        let room = pg.create_room(user, &format!("room {n}")).await;
+        slow_users.push((user, room));
+    }
+    let server = TestServer::start(&db, &[]).await;
+    let mut s = Client::authed(&server.url(), sender).await;
+    let joined = s.request(json!({"type": "join", "roomId": talk})).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+
+    let ids: Vec<String> = slow_users.iter().map(|(u, _)| u.to_string()).collect();
+    let admin = db.admin().await;
+    admin
+        .batch_execute(&format!(
+            "create or replace function private.display_name(user_id bigint) returns text
+             language plpgsql stable security definer set search_path = private as $$
+             begin
+               if display_name.user_id in ({}) then perform pg_sleep(2); end if;
+               return (select u.name from private.users u where u.id = display_name.user_id);
+             end $$;",
+            ids.join(", ")
+        ))
+        .await
+        .unwrap();
+    let mut slow = Vec::new();
+    for (user, room) in &slow_users {
+        let mut c = Client::authed(&server.url(), *user).await;
+        c.send(json!({"type": "join", "roomId": room})).await;
+        slow.push(c);
+    }
+    let sleeping = "select count(*) from pg_stat_activity
+                     where datname = current_database() and wait_event = 'PgSleep'";
+    // Two joins in PostgreSQL and two waiting for a permit: every join has been taken
+    // up by the daemon before the message is sent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let in_db: i64 = admin.query_one(sleeping, &[]).await.unwrap().get(0);
+        let (_, metrics) = server.get("/metrics").await;
+        let queued = metrics
+            .lines()
+            .any(|l| l.trim() == "pgchat_join_reads_waiting 2");
+        if in_db == 2 && queued {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two slow joins in PostgreSQL ({in_db}) and two waiting for a permit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let ack = s
+        .request(json!({"type": "message", "roomId": talk, "message": "still here"}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let still_sleeping: i64 = admin.query_one(sleeping, &[]).await.unwrap().get(0);
+    assert_eq!(
+        still_sleeping, 2,
+        "acknowledged while the first two slow joins are still in PostgreSQL, and the \
+         others are not (they wait for a join permit)"
+    );
+    // Every slow join completes.
+    for c in &mut slow {
+        let joined = c.recv_type("joined").await;
+        assert!(joined["roomId"].is_i64(), "{joined}");
+    }
+    server.stop().await;
+}
