@@ -162,6 +162,16 @@ pub fn token_for(user_id: i64, ttl_secs: Option<i64>) -> String {
     pgchat::auth::mint_token(JWT_SECRET.as_bytes(), claims, ttl_secs).unwrap()
 }
 
+/// The identity the daemon's verifier makes of [`token_for`]`(user_id, 600 s)`: what
+/// the database layer is called with for that user.
+pub fn identity_for(user_id: i64) -> pgchat::auth::Identity {
+    let config = pgchat::config::Config::from_pairs([("JWT_SECRET", JWT_SECRET)]).unwrap();
+    pgchat::auth::Verifier::new(&config)
+        .unwrap()
+        .verify(&token_for(user_id, Some(600)), pgchat::auth::unix_now())
+        .unwrap()
+}
+
 pub fn sign_claims(claims: Value) -> String {
     let Value::Object(map) = claims else {
         panic!("claims must be an object")

@@ -4,18 +4,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use pgchat::auth::Verifier;
-use pgchat::config::Config;
 use pgchat::db::{Db, DbError};
-
-async fn identity_for(user: i64) -> pgchat::auth::Identity {
-    let config = Config::from_pairs([("JWT_SECRET", common::JWT_SECRET)]).unwrap();
-    let token = common::server::token_for(user, Some(600));
-    Verifier::new(&config)
-        .unwrap()
-        .verify(&token, pgchat::auth::unix_now())
-        .unwrap()
-}
 
 #[tokio::test]
 async fn role_settings_apply_like_postgrest() {
@@ -39,7 +28,7 @@ async fn role_settings_apply_like_postgrest() {
         .unwrap();
     let pool = Db::new(&db.authenticator_url, 2, Duration::from_secs(5)).unwrap();
     pool.load_role_settings().await.unwrap();
-    let who = identity_for(alice).await;
+    let who = common::server::identity_for(alice);
 
     let got = pool
         .as_user(&who, "/rpc/greeting", "select api.greeting()", &[])

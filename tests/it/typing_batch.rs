@@ -7,23 +7,12 @@ use std::time::Duration;
 
 use common::doorbell::Listener;
 use common::postgrest::Claims;
-use pgchat::auth::{Identity, Verifier};
-use pgchat::config::Config;
 use pgchat::db::Db;
 use pgchat::typing_writer::{TypingWrite, TypingWriter};
 
-fn identity_for(user: i64) -> Identity {
-    let config = Config::from_pairs([("JWT_SECRET", common::JWT_SECRET)]).unwrap();
-    let token = common::server::token_for(user, Some(600));
-    Verifier::new(&config)
-        .unwrap()
-        .verify(&token, pgchat::auth::unix_now())
-        .unwrap()
-}
-
 fn start(user: i64, room: i64) -> TypingWrite {
     TypingWrite {
-        who: identity_for(user),
+        who: common::server::identity_for(user),
         room,
         typing: true,
     }

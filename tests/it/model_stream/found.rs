@@ -72,6 +72,29 @@ async fn two_users(db: &TestDb) -> (Postgrest, i64, i64, i64) {
     (pg, owner, other, room)
 }
 
+/// A room of two members on a daemon started with `config`, one of them (the owner)
+/// following it on a socket there; returns the other member to write with.
+async fn followed_room(
+    db: &TestDb,
+    config: &[(&str, &str)],
+) -> (Postgrest, i64, i64, TestServer, Client) {
+    let (pg, owner, other, room) = two_users(db).await;
+    pg.rpc(
+        &Claims::user(other),
+        "join_chat_room",
+        &[("room_id", &room)],
+    )
+    .await
+    .expect("join_chat_room");
+    let server = TestServer::start(db, config).await;
+    let mut socket = Client::authed(&server.url(), owner).await;
+    let joined = socket
+        .request(serde_json::json!({"type": "join", "roomId": room}))
+        .await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    (pg, other, room, server, socket)
+}
+
 /// A user who becomes a member while LISTEN is down is told of the room (`room`) on
 /// that daemon's sockets once it is back. The catch-up once read only rooms some
 /// socket there follows: a membership in any other room begun meanwhile was never
@@ -107,20 +130,7 @@ async fn a_membership_begun_while_listen_is_down_is_announced() {
 #[tokio::test]
 async fn a_message_first_read_after_its_edit_is_a_message() {
     let db = TestDb::new().await;
-    let (pg, owner, other, room) = two_users(&db).await;
-    pg.rpc(
-        &Claims::user(other),
-        "join_chat_room",
-        &[("room_id", &room)],
-    )
-    .await
-    .expect("join_chat_room");
-    let server = TestServer::start(&db, &[]).await;
-    let mut socket = Client::authed(&server.url(), owner).await;
-    let joined = socket
-        .request(serde_json::json!({"type": "join", "roomId": room}))
-        .await;
-    assert_eq!(joined["type"], "joined", "{joined}");
+    let (pg, other, room, server, mut socket) = followed_room(&db, &[]).await;
     let down = ListenDown::begin(&db).await;
     let first = pg.send(other, room, "first").await;
     pg.send(other, room, "second").await;
@@ -161,20 +171,8 @@ async fn a_message_first_read_after_its_edit_is_a_message() {
 #[tokio::test]
 async fn a_message_first_read_pages_after_its_edit_is_a_message() {
     let db = TestDb::new().await;
-    let (pg, owner, other, room) = two_users(&db).await;
-    pg.rpc(
-        &Claims::user(other),
-        "join_chat_room",
-        &[("room_id", &room)],
-    )
-    .await
-    .expect("join_chat_room");
-    let server = TestServer::start(&db, &[("OUTBOUND_QUEUE", "8")]).await;
-    let mut socket = Client::authed(&server.url(), owner).await;
-    let joined = socket
-        .request(serde_json::json!({"type": "join", "roomId": room}))
-        .await;
-    assert_eq!(joined["type"], "joined", "{joined}");
+    let (pg, other, room, server, mut socket) =
+        followed_room(&db, &[("OUTBOUND_QUEUE", "8")]).await;
     let down = ListenDown::begin(&db).await;
     let mut ids = Vec::new();
     for n in 1..=6 {
