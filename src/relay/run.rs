@@ -37,11 +37,8 @@ impl Relay {
                         None => break,
                     },
                     _ = self.wakes.woken() => None,
-                    _ = sleep_until(deadline) => {
-                        self.hub.flush();
-                        deadline = None;
-                        continue;
-                    }
+                    // A flush or gathered arrivals are due: handled below.
+                    _ = sleep_until(deadline) => None,
                 },
             };
             match signal {
@@ -78,7 +75,7 @@ impl Relay {
                     burst.add(Doorbell::Changes { room, rev: rev + 1 });
                 }
             }
-            for (room, events) in self.wakes.take_arrivals() {
+            for (room, events) in self.wakes.take_arrivals(std::time::Instant::now()) {
                 self.hub.announce(room, &events);
             }
             // Doorbells held while this daemon's own writes were in flight, whose
@@ -103,6 +100,11 @@ impl Relay {
             if flush {
                 self.hub.flush();
                 deadline = None;
+            }
+            // Arrivals still gathering: come back when they are due.
+            if let Some(due) = self.wakes.arrivals_due() {
+                let due = tokio::time::Instant::from(due);
+                deadline = Some(deadline.map_or(due, |d| d.min(due)));
             }
         }
         self.hub.flush();

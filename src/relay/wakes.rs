@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::hub::Event;
 use crate::protocol::RoomId;
@@ -22,9 +23,19 @@ pub struct Wakes {
     writing: Mutex<HashMap<RoomId, (u32, Option<i64>)>>,
     /// Held doorbells released by the end of the writes they waited for.
     held: Mutex<Vec<(RoomId, i64)>>,
-    /// Arrivals of this daemon's own users, announced by the relay in one batch per room.
-    arrivals: Mutex<Vec<(RoomId, Event)>>,
+    arrivals: Mutex<Arrivals>,
 }
+
+/// Arrivals of this daemon's own users, announced by the relay in one batch per room,
+/// and when the oldest of them came.
+type Arrivals = (Vec<(RoomId, Event)>, Option<Instant>);
+
+/// How long arrivals gather before the relay announces them. Each batch costs a pass
+/// over the room's sockets (a lock and a queue each, then a write): in a join storm into
+/// a room of 5,000, batches taken at every turn of the relay held a few arrivals each,
+/// and those passes were the daemon's busiest work. Announcements wait up to
+/// `ANNOUNCE_DELAY` (100 ms) for their write anyway; this adds at most its own length.
+pub const ARRIVAL_GATHER: Duration = Duration::from_millis(25);
 
 impl Wakes {
     /// The relay reads the room's stream once more (it just started following it).
@@ -38,13 +49,37 @@ impl Wakes {
     /// each queued into every socket of a big room under the hub's lock, held up every
     /// other join.
     pub fn announce_arrival(&self, room: RoomId, event: Event) {
-        self.arrivals.lock().unwrap().push((room, event));
-        self.woken.notify_one();
+        let mut arrivals = self.arrivals.lock().unwrap();
+        arrivals.0.push((room, event));
+        if arrivals.1.is_none() {
+            // The first of a batch: the relay learns when to take it.
+            arrivals.1 = Some(Instant::now());
+            self.woken.notify_one();
+        }
     }
 
-    /// The arrivals gathered so far, grouped by room in the order they came.
-    pub(super) fn take_arrivals(&self) -> Vec<(RoomId, Vec<Event>)> {
-        let arrivals = std::mem::take(&mut *self.arrivals.lock().unwrap());
+    /// When the gathered arrivals are due, if any are waiting.
+    pub(super) fn arrivals_due(&self) -> Option<Instant> {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .1
+            .map(|since| since + ARRIVAL_GATHER)
+    }
+
+    /// The arrivals gathered so far, grouped by room in the order they came, once they
+    /// have gathered for [`ARRIVAL_GATHER`] (none before).
+    pub(super) fn take_arrivals(&self, now: Instant) -> Vec<(RoomId, Vec<Event>)> {
+        let arrivals = {
+            let mut arrivals = self.arrivals.lock().unwrap();
+            match arrivals.1 {
+                Some(since) if since + ARRIVAL_GATHER <= now => {
+                    arrivals.1 = None;
+                    std::mem::take(&mut arrivals.0)
+                }
+                _ => return Vec::new(),
+            }
+        };
         let mut by_room: Vec<(RoomId, Vec<Event>)> = Vec::new();
         for (room, event) in arrivals {
             match by_room.iter_mut().find(|(r, _)| *r == room) {
