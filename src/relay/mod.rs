@@ -22,6 +22,7 @@ use crate::protocol::RoomId;
 
 mod burst;
 mod changes;
+mod members;
 mod presence;
 mod recent;
 mod run;
