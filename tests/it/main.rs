@@ -44,6 +44,7 @@ mod sql_history_cost;
 mod sql_message_changes;
 mod sql_messages;
 mod sql_notify;
+mod sql_presence;
 mod sql_read_marker;
 mod sql_rls;
 mod sql_rpc;
