@@ -45,6 +45,13 @@ struct Change {
 const CHANGE_BUFFER: usize = 65_536;
 /// Changes written per transaction at most.
 const MAX_BATCH: usize = 1000;
+/// A batch smaller than [`GATHER_BELOW`] waits this long for more before it is written:
+/// each batch is a commit taking PostgreSQL's NOTIFY lock and a doorbell every daemon
+/// reads, and a join storm whose changes trickle in one by one would otherwise write
+/// hundreds of batches of a few. Only other daemons wait for it: the local sockets are
+/// told at once.
+const GATHER: Duration = Duration::from_millis(10);
+const GATHER_BELOW: usize = 100;
 
 impl Presence {
     pub fn new(db: Db) -> Self {
@@ -112,7 +119,8 @@ impl Presence {
     }
 
     /// Writes queued changes in batches: whatever accumulated while the previous batch
-    /// was being written goes in the next one, so a join storm costs few transactions.
+    /// was being written (or within [`GATHER`] of a small batch's first change) goes in
+    /// the next one, so a join storm costs few transactions.
     pub async fn run_batcher(self: Arc<Self>, cancel: CancellationToken) {
         let Some(mut pending) = self.pending.lock().unwrap().take() else {
             return;
@@ -125,6 +133,18 @@ impl Presence {
             };
             if got == 0 {
                 return;
+            }
+            if got < GATHER_BELOW {
+                tokio::select! {
+                    _ = tokio::time::sleep(GATHER) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                while batch.len() < MAX_BATCH {
+                    match pending.try_recv() {
+                        Ok(change) => batch.push(change),
+                        Err(_) => break,
+                    }
+                }
             }
             if let Err(e) = self.apply(&batch).await {
                 tracing::warn!(error = %e, changes = batch.len(), "could not record presence changes");
