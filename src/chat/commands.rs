@@ -103,7 +103,7 @@ impl<R: Replies> Ctx<'_, R> {
             } => match self.post(room_id, &message, client_id.as_deref()).await {
                 Ok((stored, row, writing)) => {
                     self.deliver_own(room_id, &stored, row);
-                    drop(writing);
+                    writing.end(&self.app.hub);
                     let ack = protocol::frame(
                         "ack",
                         r,

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::hub::Event;
+use crate::hub::{Event, Hub};
 use crate::protocol::RoomId;
 
 #[derive(Default)]
@@ -130,8 +130,22 @@ pub struct WriteGuard {
     room: RoomId,
 }
 
-impl Drop for WriteGuard {
-    fn drop(&mut self) {
+impl WriteGuard {
+    /// The write ended and its change went out (or not) through `hub`: a doorbell held
+    /// for a change the hub has delivered by now does not wake the relay. Each own
+    /// message's doorbell is held this way, so waking the relay only to find it
+    /// delivered cost a wake-up and a turn of the relay per message.
+    pub fn end(self, hub: &Hub) {
+        self.release(|room, rev| {
+            hub.position(room)
+                .is_some_and(|(_, read)| read.is_some_and(|read| read >= rev))
+        });
+        std::mem::forget(self);
+    }
+
+    /// Ends this write; when it was the room's last in flight, hands a held doorbell
+    /// that is not `delivered` yet to the relay.
+    fn release(&self, delivered: impl FnOnce(RoomId, i64) -> bool) {
         let mut writing = self.wakes.writing.lock().unwrap();
         let Some((count, held)) = writing.get_mut(&self.room) else {
             return;
@@ -144,9 +158,66 @@ impl Drop for WriteGuard {
         writing.remove(&self.room);
         drop(writing);
         // The relay reads only if the rev is past what was delivered by then.
-        if let Some(rev) = held {
+        if let Some(rev) = held.filter(|rev| !delivered(self.room, *rev)) {
             self.wakes.held.lock().unwrap().push((self.room, rev));
             self.wakes.woken.notify_one();
         }
+    }
+}
+
+/// A write that ended without [`WriteGuard::end`] (failed, or its future dropped): the
+/// relay checks any held doorbell itself.
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        self.release(|_, _| false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::SessionHandle;
+
+    /// A hub following room 10, read up to rev `read`.
+    fn hub_at(read: i64) -> Hub {
+        let hub = Hub::new();
+        hub.subscribe(10, 7, Arc::new(SessionHandle::new(1, 16, None)));
+        hub.activate(10, 1, 0, read);
+        hub
+    }
+
+    #[test]
+    fn a_held_doorbell_the_write_delivered_does_not_wake_the_relay() {
+        let wakes = Arc::new(Wakes::default());
+        let hub = hub_at(5);
+        let writing = wakes.writing(10);
+        assert!(wakes.hold(10, 5));
+        writing.end(&hub);
+        assert!(wakes.take_held().is_empty());
+        // The room is no longer being written: the next doorbell is not held.
+        assert!(!wakes.hold(10, 6));
+    }
+
+    #[test]
+    fn a_held_doorbell_past_what_was_delivered_goes_to_the_relay() {
+        let wakes = Arc::new(Wakes::default());
+        let hub = hub_at(5);
+        let first = wakes.writing(10);
+        let second = wakes.writing(10);
+        assert!(wakes.hold(10, 7));
+        // Another write is still in flight: it may deliver rev 7 itself.
+        first.end(&hub);
+        assert!(wakes.take_held().is_empty());
+        second.end(&hub);
+        assert_eq!(wakes.take_held(), vec![(10, 7)]);
+    }
+
+    #[test]
+    fn a_write_that_fails_hands_its_held_doorbell_to_the_relay() {
+        let wakes = Arc::new(Wakes::default());
+        let writing = wakes.writing(10);
+        assert!(wakes.hold(10, 5));
+        drop(writing);
+        assert_eq!(wakes.take_held(), vec![(10, 5)]);
     }
 }
