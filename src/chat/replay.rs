@@ -109,42 +109,16 @@ impl<R: Replies> Ctx<'_, R> {
         Ok(Ok(()))
     }
 
-    /// Sends, as the user, every message in (since, until] in seq order.
-    pub(super) async fn replay_seq(
+    /// Sends the messages a join with `since` read with the room's position, in seq
+    /// order (see `subscribe`).
+    pub(super) async fn replay_messages(
         &mut self,
         room_id: RoomId,
-        mut since: i64,
-        until: i64,
+        messages: &[&RawValue],
     ) -> Result<Reply, Closed> {
-        let sql = "select api.messages_since(room_id := $1, after_seq := $2, max_rows := $3)";
-        let page_rows = REPLAY_LIMIT as i32;
-        while since < until {
-            let page = match self
-                .join_call("/rpc/messages_since", sql, &[&room_id, &since, &page_rows])
-                .await
-            {
-                Ok(Some(raw)) => raw,
-                Ok(None) => return Ok(Err(not_member())),
-                Err(e) => return Ok(Err(e)),
-            };
-            let rows: Vec<&RawValue> = match serde_json::from_str(&page.0) {
-                Ok(rows) => rows,
-                Err(e) => return Ok(Err(internal(e))),
-            };
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
-                let seq = serde_json::from_str::<SeqRev>(row.get())
-                    .map(|s| s.seq)
-                    .unwrap_or(i64::MAX);
-                if seq > until {
-                    return Ok(Ok(()));
-                }
-                self.reply(protocol::message_frame(room_id, row.get()))
-                    .await?;
-                since = seq;
-            }
+        for row in messages {
+            self.reply(protocol::message_frame(room_id, row.get()))
+                .await?;
         }
         Ok(Ok(()))
     }

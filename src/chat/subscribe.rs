@@ -2,10 +2,11 @@
 
 use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::commands::Reply;
-use super::replay::Resume;
+use super::replay::{Resume, REPLAY_LIMIT};
 use super::{db_error, not_member, parse, Closed, Ctx, Replies};
 use crate::app::App;
 use crate::db::DbError;
@@ -76,11 +77,15 @@ impl Drop for RosterLoad<'_> {
 }
 
 #[derive(Deserialize)]
-struct LastSeq {
+struct LastSeq<'a> {
     last_seq: i64,
     last_rev: i64,
     /// The joining user's display name, as others see it.
     my_name: Option<String>,
+    /// With `since`: the messages after it, up to `last_seq`, unless more than the
+    /// replay limit.
+    #[serde(borrow)]
+    messages: Option<Vec<&'a RawValue>>,
 }
 
 /// Membership check and splice point in one read, as the user: RLS shows the room row
@@ -88,6 +93,17 @@ struct LastSeq {
 const ROOM_LAST_SEQ_SQL: &str =
     "select json_build_object('last_seq', r.last_seq, 'last_rev', r.last_rev, \
      'my_name', private.display_name(api.current_user_id())) from api.chat_rooms r where r.id = $1";
+
+/// The same for a join with `since` ($2), with the messages after it ($3: the replay
+/// limit) read in the same statement, so in the same snapshot as `last_seq`: a resume
+/// is one database call, not two. When a daemon dies, its sockets all resume on the
+/// others at once, and each call of theirs waits its turn for a join permit.
+const ROOM_LAST_SEQ_REPLAY_SQL: &str =
+    "select json_build_object('last_seq', r.last_seq, 'last_rev', r.last_rev, \
+     'my_name', private.display_name(api.current_user_id()), \
+     'messages', case when r.last_seq > $2 and r.last_seq - $2 <= $3 \
+                 then api.messages_since(r.id, $2, $3::int) end) \
+     from api.chat_rooms r where r.id = $1";
 
 impl<R: Replies> Ctx<'_, R> {
     /// Subscribes this socket to a room: membership is checked as the user, what was
@@ -113,24 +129,41 @@ impl<R: Replies> Ctx<'_, R> {
         // Subscribe before reading the room's state, so nothing committed after the read
         // can be missed; events are held until activate().
         let change = hub.subscribe(room_id, user, self.conn.handle.clone());
-        let (last_seq, last_rev, my_name) = match self
-            .join_call("/chat_rooms", ROOM_LAST_SEQ_SQL, &[&room_id])
-            .await
-        {
-            Ok(Some(raw)) => match parse::<LastSeq>(&raw) {
-                Ok(state) => (state.last_seq, state.last_rev, state.my_name),
-                Err(e) => return self.abort_join(room_id, e),
-            },
+        let resume = Resume::of(since, since_rev);
+        let read = match resume {
+            Some(Resume::Seq(since)) => {
+                let limit = REPLAY_LIMIT;
+                self.join_call(
+                    "/chat_rooms",
+                    ROOM_LAST_SEQ_REPLAY_SQL,
+                    &[&room_id, &since, &limit],
+                )
+                .await
+            }
+            _ => {
+                self.join_call("/chat_rooms", ROOM_LAST_SEQ_SQL, &[&room_id])
+                    .await
+            }
+        };
+        let raw = match read {
+            Ok(Some(raw)) => raw,
             Ok(None) => return self.abort_join(room_id, not_member()),
             Err(e) => return self.abort_join(room_id, e),
         };
+        let state = match parse::<LastSeq>(&raw) {
+            Ok(state) => state,
+            Err(e) => return self.abort_join(room_id, e),
+        };
+        let (last_seq, last_rev, my_name) = (state.last_seq, state.last_rev, state.my_name);
         self.conn.rooms.insert(room_id);
-        let resume = Resume::of(since, since_rev);
         let behind = resume.is_some_and(|from| from.behind(last_seq, last_rev));
         let replayed = match resume {
             _ if behind => Ok(()),
             None => Ok(()),
-            Some(Resume::Seq(since)) => self.replay_seq(room_id, since, last_seq).await?,
+            Some(Resume::Seq(_)) => {
+                let messages = state.messages.unwrap_or_default();
+                self.replay_messages(room_id, &messages).await?
+            }
             Some(Resume::Rev(since, seq)) => self.replay_rev(room_id, since, seq, last_rev).await?,
         };
         if let Err(e) = replayed {
