@@ -59,6 +59,16 @@ pub struct ConnResult {
     pub reconnects: u32,
     /// Per resume: from losing the connection to every room joined again, in µs.
     pub recovery_us: Vec<u32>,
+    /// Per resume: from connected to the new server to every room joined again, in µs.
+    pub rejoin_us: Vec<u32>,
+    /// Latency of live deliveries after this socket resumed (a subset of
+    /// `latencies_us`): what the resume costs live traffic.
+    pub resumed_live_us: Vec<u32>,
+    /// Unacknowledged messages sent again after a resume (they keep their first
+    /// send's time).
+    pub resent: u64,
+    /// Live deliveries that took a second or more, by the sender's first server.
+    pub slow_by_sender_server: Vec<u64>,
     /// Unix nanoseconds when the last resume completed.
     pub recovered_at: Option<u64>,
     /// Lost the connection and could not resume within the connect timeout.
@@ -304,6 +314,15 @@ impl Conn {
                 self.result.catchup_us.push(latency_us);
             } else {
                 self.result.latencies_us.push(latency_us);
+                if self.resumed_at > 0 {
+                    self.result.resumed_live_us.push(latency_us);
+                }
+                if latency_us >= 1_000_000 {
+                    let servers = self.shared.opts.servers.len().max(1);
+                    let slow = &mut self.result.slow_by_sender_server;
+                    slow.resize(servers, 0);
+                    slow[p.sender as usize % servers] += 1;
+                }
             }
             let seen = self.result.tracker.record(room, seq, p.sender, p.n);
             if seen != crate::tracker::Seen::Duplicate {

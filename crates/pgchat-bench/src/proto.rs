@@ -100,6 +100,8 @@ pub struct Done {
     pub closed_by_server: u64,
     pub gave_up: u64,
     pub reconnects: u64,
+    pub resent: u64,
+    pub slow_by_sender_server: Vec<u64>,
     /// Unix nanoseconds of the last resume completed on this worker.
     pub last_recovered_at: Option<u64>,
     pub api_unanswered: u64,
@@ -109,6 +111,8 @@ pub struct Done {
     pub latency_hist: String,
     pub catchup_hist: String,
     pub recovery_hist: String,
+    pub rejoin_hist: String,
+    pub resumed_live_hist: String,
     pub rooms_hist: String,
     pub history_hist: String,
 }

@@ -67,6 +67,7 @@ impl Conn {
         let opts = &self.shared.opts;
         let mut ws = dial(opts, &opts.servers[server], self.index, &self.token).await?;
         self.resumed_at = frames::unix_nanos();
+        let dialed = Instant::now();
         for &room in &self.rooms {
             let seen = self.result.tracker.last_seq(room).map_or(0, |s| s as i64);
             let since = seen.max(self.joined_seq.get(&room).copied().unwrap_or(0));
@@ -106,12 +107,15 @@ impl Conn {
                 Frame::Binary | Frame::Pong => {}
             }
         }
+        let us = dialed.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        self.result.rejoin_us.push(us);
         let mut unacked: Vec<(u64, String)> = self
             .in_flight
             .iter()
             .map(|(n, (_, frame))| (*n, frame.clone()))
             .collect();
         unacked.sort_unstable_by_key(|(n, _)| *n);
+        self.result.resent += unacked.len() as u64;
         for (_, frame) in unacked {
             ws.send_text(&frame).await?;
         }

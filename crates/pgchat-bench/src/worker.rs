@@ -225,6 +225,8 @@ fn totals(shared: &Shared, results: &[ConnResult]) -> Done {
         done.foreign += r.foreign;
         done.gave_up += u64::from(r.gave_up);
         done.reconnects += u64::from(r.reconnects);
+        done.resent += r.resent;
+        add_counts(&mut done.slow_by_sender_server, &r.slow_by_sender_server);
         done.api_unanswered += r.api_unanswered;
         done.last_recovered_at = done.last_recovered_at.max(r.recovered_at);
         for (code, n) in &r.error_codes {
@@ -251,7 +253,17 @@ fn totals(shared: &Shared, results: &[ConnResult]) -> Done {
     done.latency_hist = all(|r| &r.latencies_us);
     done.catchup_hist = all(|r| &r.catchup_us);
     done.recovery_hist = all(|r| &r.recovery_us);
+    done.rejoin_hist = all(|r| &r.rejoin_us);
+    done.resumed_live_hist = all(|r| &r.resumed_live_us);
     done.rooms_hist = all(|r| &r.rooms_us);
     done.history_hist = all(|r| &r.history_us);
     done
+}
+
+/// Adds `more` to `into` element by element, growing it as needed.
+pub(crate) fn add_counts(into: &mut Vec<u64>, more: &[u64]) {
+    if into.len() < more.len() {
+        into.resize(more.len(), 0);
+    }
+    into.iter_mut().zip(more).for_each(|(a, b)| *a += b);
 }

@@ -28,6 +28,8 @@ pub struct Merged {
     pub latency: Histogram<u64>,
     pub catchup: Histogram<u64>,
     pub recovery: Histogram<u64>,
+    pub rejoin: Histogram<u64>,
+    pub resumed_live: Histogram<u64>,
     pub rooms: Histogram<u64>,
     pub history: Histogram<u64>,
 }
@@ -47,6 +49,8 @@ impl Default for Merged {
             latency: histogram(),
             catchup: histogram(),
             recovery: histogram(),
+            rejoin: histogram(),
+            resumed_live: histogram(),
             rooms: histogram(),
             history: histogram(),
         }
@@ -78,6 +82,8 @@ impl Merged {
         t.typing_received += d.typing_received;
         t.closed_by_server += d.closed_by_server;
         t.gave_up += d.gave_up;
+        t.resent += d.resent;
+        crate::worker::add_counts(&mut t.slow_by_sender_server, &d.slow_by_sender_server);
         t.api_unanswered += d.api_unanswered;
         self.reconnects += d.reconnects;
         self.last_recovered_at = self.last_recovered_at.max(d.last_recovered_at);
@@ -91,6 +97,8 @@ impl Merged {
         hist::add(&mut self.latency, &d.latency_hist)?;
         hist::add(&mut self.catchup, &d.catchup_hist)?;
         hist::add(&mut self.recovery, &d.recovery_hist)?;
+        hist::add(&mut self.rejoin, &d.rejoin_hist)?;
+        hist::add(&mut self.resumed_live, &d.resumed_live_hist)?;
         hist::add(&mut self.rooms, &d.rooms_hist)?;
         hist::add(&mut self.history, &d.history_hist)?;
         Ok(())
@@ -164,6 +172,15 @@ pub struct KillFigures {
     pub gave_up: u64,
     /// Per resumed socket: from losing the connection to every room joined again.
     pub recovery_ms: Option<Latency>,
+    /// Per resumed socket: from connected to the new server to every room joined again.
+    pub rejoin_ms: Option<Latency>,
+    /// Live deliveries at resumed sockets after their resume (part of the run's
+    /// delivery latency).
+    pub resumed_live_ms: Option<Latency>,
+    /// Unacknowledged messages its sockets sent again after resuming.
+    pub resent: u64,
+    /// Live deliveries of a second or more, by the first server of their sender.
+    pub slow_by_sender_server: Vec<u64>,
     /// From the kill until the last socket resumed.
     pub all_resumed_after_s: Option<f64>,
     /// From the kill until its presence rows and heartbeat row were swept.
@@ -175,7 +192,11 @@ impl KillFigures {
     pub fn finish(&mut self, m: &Merged) {
         self.reconnects = m.reconnects;
         self.gave_up = m.done.gave_up;
+        self.resent = m.done.resent;
+        self.slow_by_sender_server = m.done.slow_by_sender_server.clone();
         self.recovery_ms = Latency::from_us(&m.recovery);
+        self.rejoin_ms = Latency::from_us(&m.rejoin);
+        self.resumed_live_ms = Latency::from_us(&m.resumed_live);
         self.all_resumed_after_s = m
             .last_recovered_at
             .filter(|t| *t >= self.killed_unix_ns)
