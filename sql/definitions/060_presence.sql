@@ -27,6 +27,43 @@ begin
 end
 $$;
 
+-- Logs a batch of room-wide presence changes (parallel arrays, at most one per room and
+-- user) at each room's next presence revs, and rings one doorbell per room; returns how
+-- many were logged. Each room's revs are taken with one update of its row, locked until
+-- commit and taken in room order (so two batches cannot deadlock), so revs stay gap-free
+-- and in commit order per room.
+create or replace function pgchat.presence_log_batch(rooms bigint[], users bigint[], onlines boolean[])
+returns integer
+language plpgsql security definer set search_path = pgchat, public as $$
+declare
+  ch text := pgchat.channel();
+  logged_count integer;
+  rung integer;
+begin
+  with changed as (
+    select c.room_id, c.user_id, c.online
+      from unnest(rooms, users, onlines) as c(room_id, user_id, online)
+  ), counted as (
+    select room_id, count(*) as n from changed group by room_id
+  ), bumped as (
+    insert into pgchat.presence_rooms as p (room_id, rev)
+    select room_id, n from counted order by room_id
+    on conflict (room_id) do update set rev = p.rev + excluded.rev
+    returning p.room_id, p.rev
+  ), logged as (
+    insert into pgchat.presence_log (room_id, rev, user_id, online)
+    select c.room_id, b.rev - k.n + row_number() over (partition by c.room_id order by c.user_id),
+           c.user_id, c.online
+      from changed c join counted k using (room_id) join bumped b using (room_id)
+    returning room_id
+  )
+  select (select count(*) from logged),
+         (select count(*) from (select pg_notify(ch, 'p:' || b.room_id) from bumped b) as r)
+    into logged_count, rung;
+  return logged_count;
+end
+$$;
+
 -- Marks one user online/offline in a room for one daemon. Returns true when this
 -- changed the user's room-wide presence (and announces it).
 create or replace function pgchat.presence_set(daemon uuid, room bigint, uid bigint, online boolean)
@@ -58,26 +95,39 @@ $$;
 create or replace function pgchat.daemon_heartbeat(daemon uuid, stale interval) returns integer
 language plpgsql security definer set search_path = pgchat, public as $$
 declare
-  gone record;
+  gone_rooms bigint[];
+  gone_users bigint[];
+  offline boolean[];
   swept integer := 0;
 begin
   insert into pgchat.daemons (id) values (daemon)
   on conflict (id) do update set seen_at = now();
-  for gone in
+  -- The rows of silent daemons, deleted in one statement (another daemon sweeping at the
+  -- same time takes the rows this one has locked, and the rest are skipped), then the
+  -- users no daemon holds any more in a room are logged gone from it: one statement each,
+  -- not a loop over rows (a dead daemon of 12,500 sockets took a second to sweep).
+  with claimed as (
     select p.room_id, p.user_id, p.daemon_id
       from pgchat.presence p left join pgchat.daemons d on d.id = p.daemon_id
      where d.id is null or d.seen_at < now() - stale
-     order by p.room_id, p.user_id
      for update of p skip locked
-  loop
-    delete from pgchat.presence
-     where daemon_id = gone.daemon_id and room_id = gone.room_id and user_id = gone.user_id;
-    if not exists (select 1 from pgchat.presence
-                    where room_id = gone.room_id and user_id = gone.user_id) then
-      perform pgchat.presence_logged(gone.room_id, gone.user_id, false);
-      perform pgchat.ring_presence(gone.room_id);
+  ), gone as (
+    delete from pgchat.presence p using claimed c
+     where p.daemon_id = c.daemon_id and p.room_id = c.room_id and p.user_id = c.user_id
+    returning p.room_id, p.user_id
+  )
+  select array_agg(g.room_id), array_agg(g.user_id) into gone_rooms, gone_users from gone g;
+  if gone_rooms is not null then
+    -- This statement sees the deletion above.
+    select array_agg(x.r), array_agg(x.u), array_agg(false)
+      into gone_rooms, gone_users, offline
+      from (select distinct g.r, g.u from unnest(gone_rooms, gone_users) as g(r, u)
+             where not exists (select 1 from pgchat.presence o
+                                where o.room_id = g.r and o.user_id = g.u)) as x;
+    if gone_rooms is not null then
+      perform pgchat.presence_log_batch(gone_rooms, gone_users, offline);
     end if;
-  end loop;
+  end if;
   -- A daemon reads the log within moments of each doorbell; one that fell further behind
   -- than this reads the whole room instead (it finds a gap in the revs).
   delete from pgchat.presence_log where logged_at < now() - interval '5 minutes';
@@ -124,9 +174,9 @@ revoke execute on function
 create or replace function pgchat.presence_apply(daemon uuid, changes json) returns integer
 language plpgsql security definer set search_path = pgchat, public as $$
 declare
-  ch text := pgchat.channel();
-  announced integer;
-  rooms integer;
+  rooms bigint[];
+  users bigint[];
+  onlines boolean[];
 begin
   -- Serialise changes for each (room, user) across daemons, so exactly one daemon
   -- announces; in (room, user) order, so two daemons' batches cannot deadlock.
@@ -156,32 +206,17 @@ begin
     delete from pgchat.presence p using wanted w
      where not w.online and p.daemon_id = daemon and p.room_id = w.room and p.user_id = w.uid
     returning p.room_id, p.user_id, false as online
-  ), changed as (
-    -- Room-wide changes only.
-    select c.* from (select * from added union all select * from removed) as c
-      join wanted w on w.room = c.room_id and w.uid = c.user_id
-     where not w.others
-  ), counted as (
-    select room_id, count(*) as n from changed group by room_id
-  ), bumped as (
-    -- Each room's revs for this batch, under the room's row lock until commit (taken in
-    -- room order), so revs are gap-free and in commit order per room.
-    insert into pgchat.presence_rooms as p (room_id, rev)
-    select room_id, n from counted order by room_id
-    on conflict (room_id) do update set rev = p.rev + excluded.rev
-    returning p.room_id, p.rev
-  ), logged as (
-    insert into pgchat.presence_log (room_id, rev, user_id, online)
-    select c.room_id, b.rev - k.n + row_number() over (partition by c.room_id order by c.user_id),
-           c.user_id, c.online
-      from changed c join counted k using (room_id) join bumped b using (room_id)
-    returning room_id
   )
-  -- One doorbell per room whose presence changed.
-  select (select count(*) from logged),
-         (select count(*) from (select pg_notify(ch, 'p:' || b.room_id) from bumped b) as r)
-    into announced, rooms;
-  return announced;
+  -- Room-wide changes only.
+  select array_agg(c.room_id), array_agg(c.user_id), array_agg(c.online)
+    into rooms, users, onlines
+    from (select * from added union all select * from removed) as c
+    join wanted w on w.room = c.room_id and w.uid = c.user_id
+   where not w.others;
+  if rooms is null then
+    return 0;
+  end if;
+  return pgchat.presence_log_batch(rooms, users, onlines);
 end
 $$;
 
@@ -251,6 +286,7 @@ language sql stable security definer set search_path = pgchat, public as $$
 $$;
 
 revoke execute on function
+  pgchat.presence_log_batch(bigint[], bigint[], boolean[]),
   pgchat.presence_apply(uuid, json), pgchat.presence_online_plus(bigint, bigint[]),
   pgchat.presence_in(bigint[]), pgchat.presence_logged(bigint, bigint, boolean),
   pgchat.presence_after(bigint[], bigint[]), pgchat.presence_snapshot(bigint[])

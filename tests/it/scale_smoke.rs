@@ -90,7 +90,10 @@ async fn three_daemons_lose_one_and_lose_nothing() {
     // Every resume is timed from connected to rejoined, and every resumed socket's
     // deliveries after it are counted apart (it receives live messages).
     assert!(report["kill"]["rejoin_ms"]["p50"].is_number(), "{report}");
-    assert!(report["kill"]["resumed_live_ms"]["p50"].is_number(), "{report}");
+    assert!(
+        report["kill"]["resumed_live_ms"]["p50"].is_number(),
+        "{report}"
+    );
     assert!(report["kill"]["resent"].is_u64(), "{report}");
     assert_eq!(n(&report, &["kill", "presence_rows"]), 100, "{report}");
     let swept = report["kill"]["presence_swept_after_s"]

@@ -197,3 +197,70 @@ async fn two_daemons_writing_the_same_users_at_once_neither_deadlock_nor_announc
         }
     }
 }
+
+#[tokio::test]
+async fn a_silent_daemons_users_are_swept_and_logged_gone_once_where_no_other_daemon_holds_them() {
+    let db = common::TestDb::new().await;
+    let (u, r1, r2) = setup(&db).await;
+    let mut l = Listener::start(&db).await;
+    // A holds Ann in both rooms and Ben in one; B holds Ben there too.
+    assert_eq!(
+        apply(
+            &l.client,
+            A,
+            &[(r1, u[0], true), (r1, u[1], true), (r2, u[0], true)]
+        )
+        .await,
+        3
+    );
+    assert_eq!(apply(&l.client, B, &[(r1, u[1], true)]).await, 0);
+    let admin = db.admin().await;
+    admin
+        .execute(
+            "insert into pgchat.daemons (id, seen_at) values ($1::text::uuid, now() - interval '1 hour'), \
+             ($2::text::uuid, now())",
+            &[&A, &B],
+        )
+        .await
+        .unwrap();
+    l.until_sentinel().await;
+
+    let swept: i32 = l
+        .client
+        .query_one(
+            "select pgchat.daemon_heartbeat($1::text::uuid, interval '30 seconds')",
+            &[&B],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(swept, 1, "daemon A's heartbeat row");
+    let mut rung = l.until_sentinel().await;
+    rung.sort();
+    let mut expected = vec![format!("p:{r1}"), format!("p:{r2}")];
+    expected.sort();
+    assert_eq!(rung, expected, "one doorbell per room");
+    // Ann is gone from both rooms at each room's next rev; Ben stays (B holds him).
+    assert_eq!(log_after(&l.client, r1, 2).await, vec![(3, u[0], false)]);
+    assert_eq!(log_after(&l.client, r2, 1).await, vec![(2, u[0], false)]);
+    let left: Vec<(i64, i64, String)> = admin
+        .query(
+            "select room_id, user_id, daemon_id::text from pgchat.presence order by 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(left, vec![(r1, u[1], B.to_string())]);
+    // A second sweep finds nothing more to do.
+    l.client
+        .execute(
+            "select pgchat.daemon_heartbeat($1::text::uuid, interval '30 seconds')",
+            &[&B],
+        )
+        .await
+        .unwrap();
+    assert!(l.until_sentinel().await.is_empty());
+}
