@@ -75,6 +75,11 @@ impl Relay {
         let rows = client.query(&stmt, &[&users, &since]).await?;
         drop(client);
         for row in rows {
+            // A room followed here is told by its change stream's catch-up, from the rev
+            // read here on: a membership older than that is no news to anyone.
+            if self.hub.position(row.get(0)).is_some() {
+                continue;
+            }
             let body: Option<String> = row.get(3);
             self.tell_joined(
                 row.get(0),
