@@ -132,11 +132,10 @@ impl<R: Replies> Ctx<'_, R> {
         let resume = Resume::of(since, since_rev);
         let read = match resume {
             Some(Resume::Seq(since)) => {
-                let limit = REPLAY_LIMIT;
                 self.join_call(
                     "/chat_rooms",
                     ROOM_LAST_SEQ_REPLAY_SQL,
-                    &[&room_id, &since, &limit],
+                    &[&room_id, &since, &REPLAY_LIMIT],
                 )
                 .await
             }

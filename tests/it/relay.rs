@@ -65,6 +65,16 @@ impl Setup {
         c
     }
 
+    /// Alice and Bob joined, Alice's `before` delivered to Bob, then the bus lost.
+    async fn joined_then_lost(&self) -> (Client, Client) {
+        let mut a = self.joined(self.alice).await;
+        let mut b = self.joined(self.bob).await;
+        self.post(&mut a, "before").await;
+        assert_eq!(messages_until(&mut b, "before").await, Vec::<String>::new());
+        self.lose().await;
+        (a, b)
+    }
+
     /// Rings what the room's change stream trigger rings (the memory bus only).
     async fn ring_changes(&self) {
         if let Bell::Memory(bus) = &self.bell {
@@ -183,11 +193,7 @@ async fn forged_doorbells_put_nothing_on_a_socket(memory: bool) {
 
 async fn after_a_loss_the_relay_catches_up_from_the_tables(memory: bool) {
     let s = Setup::new(memory).await;
-    let mut a = s.joined(s.alice).await;
-    let mut b = s.joined(s.bob).await;
-    s.post(&mut a, "before").await;
-    assert_eq!(messages_until(&mut b, "before").await, Vec::<String>::new());
-    s.lose().await;
+    let (mut a, mut b) = s.joined_then_lost().await;
     // Written while the bus is lost: no doorbell reaches the relay for these.
     for i in 1..=3 {
         let ack = a
@@ -206,11 +212,7 @@ async fn after_a_loss_the_relay_catches_up_from_the_tables(memory: bool) {
 
 async fn after_a_loss_nobody_is_told_again_of_a_room_they_are_in(memory: bool) {
     let s = Setup::new(memory).await;
-    let mut a = s.joined(s.alice).await;
-    let mut b = s.joined(s.bob).await;
-    s.post(&mut a, "before").await;
-    assert_eq!(messages_until(&mut b, "before").await, Vec::<String>::new());
-    s.lose().await;
+    let (mut a, mut b) = s.joined_then_lost().await;
     // Written through PostgREST while the bus is lost: only the catch-up after the loss
     // delivers it, after the memberships begun meanwhile have been told.
     s.db.postgrest().await.send(s.alice, s.room, "lost").await;

@@ -40,6 +40,20 @@ async fn log_after(c: &tokio_postgres::Client, room: i64, after: i64) -> Vec<(i6
     .collect()
 }
 
+/// The presence doorbells rung before a sentinel, sorted.
+async fn rung(l: &mut Listener) -> Vec<String> {
+    let mut rung = l.until_sentinel().await;
+    rung.sort();
+    rung
+}
+
+/// The presence doorbells of these rooms, sorted.
+fn bells(rooms: &[i64]) -> Vec<String> {
+    let mut bells: Vec<String> = rooms.iter().map(|r| format!("p:{r}")).collect();
+    bells.sort();
+    bells
+}
+
 /// Users and two rooms to be present in.
 async fn setup(db: &common::TestDb) -> (Vec<i64>, i64, i64) {
     let mut users = Vec::new();
@@ -65,11 +79,11 @@ async fn a_batch_logs_each_room_wide_change_at_the_next_rev_with_one_doorbell_pe
     )
     .await;
     assert_eq!(announced, 3);
-    let mut rung = l.until_sentinel().await;
-    rung.sort();
-    let mut expected = vec![format!("p:{r1}"), format!("p:{r2}")];
-    expected.sort();
-    assert_eq!(rung, expected, "one doorbell per room, ids only");
+    assert_eq!(
+        rung(&mut l).await,
+        bells(&[r1, r2]),
+        "one doorbell per room, ids only"
+    );
     assert_eq!(
         log_after(&l.client, r1, 0).await,
         vec![(1, u[0], true), (2, u[1], true)]
@@ -235,11 +249,11 @@ async fn a_silent_daemons_users_are_swept_and_logged_gone_once_where_no_other_da
         .unwrap()
         .get(0);
     assert_eq!(swept, 1, "daemon A's heartbeat row");
-    let mut rung = l.until_sentinel().await;
-    rung.sort();
-    let mut expected = vec![format!("p:{r1}"), format!("p:{r2}")];
-    expected.sort();
-    assert_eq!(rung, expected, "one doorbell per room");
+    assert_eq!(
+        rung(&mut l).await,
+        bells(&[r1, r2]),
+        "one doorbell per room"
+    );
     // Ann is gone from both rooms at each room's next rev; Ben stays (B holds him).
     assert_eq!(log_after(&l.client, r1, 2).await, vec![(3, u[0], false)]);
     assert_eq!(log_after(&l.client, r2, 1).await, vec![(2, u[0], false)]);
