@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::admission::Admission;
 use crate::auth::Verifier;
 use crate::bus::BusStatus;
 use crate::config::{Config, ConfigError};
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, ReadQueue};
 use crate::hub::Hub;
 use crate::presence::{Presence, TypingTracker};
 use crate::relay::Wakes;
@@ -54,10 +54,9 @@ pub struct App {
     pub bus: Arc<BusStatus>,
     /// Rooms the relay should read once more (a join started following them).
     pub wakes: Arc<Wakes>,
-    /// Joins' database reads in flight at once: half the pool (see `Ctx::join_call`).
-    pub join_reads: tokio::sync::Semaphore,
-    /// Joins waiting for a permit of `join_reads` now (a gauge at scrape).
-    pub join_reads_waiting: AtomicUsize,
+    /// Joins' database reads, sent in batches on at most half the pool's connections
+    /// (see `Ctx::join_call`).
+    pub join_reads: Arc<ReadQueue>,
     /// Cancelled on shutdown (background tasks).
     pub shutdown: CancellationToken,
     /// Becomes true on shutdown. Sessions watch this rather than a child token each: a
@@ -107,8 +106,7 @@ impl App {
             limiter,
             bus: Arc::default(),
             wakes: Arc::default(),
-            join_reads: tokio::sync::Semaphore::new((config.db_pool_size / 2).max(1)),
-            join_reads_waiting: AtomicUsize::new(0),
+            join_reads: ReadQueue::new(config.db_pool_size / 2),
             shutdown: CancellationToken::new(),
             closing: tokio::sync::watch::Sender::new(false),
             tasks: TaskTracker::new(),

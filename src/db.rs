@@ -6,6 +6,9 @@
 //! no user holds more than a fair share of the pool.
 
 mod fair;
+mod pipeline;
+
+pub use pipeline::{Param, ReadQueue};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -136,6 +139,46 @@ fn context_params<'a>(
     params
 }
 
+/// The context statement for a role with `settings` or without.
+async fn context_statement(
+    client: &deadpool_postgres::Object,
+    settings: &Option<String>,
+) -> Result<tokio_postgres::Statement, DbError> {
+    Ok(match settings {
+        Some(_) => client.prepare_cached(CONTEXT_WITH_SETTINGS_SQL).await?,
+        None => client.prepare_cached(CONTEXT_SQL).await?,
+    })
+}
+
+/// One as-user call in its own transaction: BEGIN, the context, the statement and COMMIT
+/// are all sent on the first poll (one round trip), in that order. If any step fails,
+/// COMMIT turns into a rollback and the first error is returned.
+async fn in_transaction(
+    client: &tokio_postgres::Client,
+    context: &tokio_postgres::Statement,
+    who: &Identity,
+    path: &str,
+    settings: &Option<String>,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<RawJson>, DbError> {
+    let path = &path;
+    let begin = client.batch_execute("BEGIN");
+    let context_params = context_params(who, path, settings);
+    let set = client.query_one(context, &context_params);
+    let action = client.query_opt(statement, params);
+    let commit = client.batch_execute("COMMIT");
+    let (begin, set, action, commit) = tokio::join!(begin, set, action, commit);
+    begin?;
+    set?;
+    let row = action?;
+    commit?;
+    Ok(match row {
+        Some(row) => row.try_get::<_, Option<RawJson>>(0)?,
+        None => None,
+    })
+}
+
 /// How long a call waits for a pool connection, its wait for the user's share included.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
@@ -255,26 +298,15 @@ impl Db {
             None => None,
         };
         let client = self.get_until(deadline).await?;
-        let settings = self.role_settings.read().unwrap().get(&who.role).cloned();
-        let context = match settings {
-            Some(_) => client.prepare_cached(CONTEXT_WITH_SETTINGS_SQL).await?,
-            None => client.prepare_cached(CONTEXT_SQL).await?,
-        };
+        let settings = self.settings_of(&who.role);
+        let context = context_statement(&client, &settings).await?;
         let statement = client.prepare_cached(sql).await?;
-        let begin = client.batch_execute("BEGIN");
-        let context_params = context_params(who, &path, &settings);
-        let set = client.query_one(&context, &context_params);
-        let action = client.query_opt(&statement, params);
-        let commit = client.batch_execute("COMMIT");
-        let (begin, set, action, commit) = tokio::join!(begin, set, action, commit);
-        begin?;
-        set?;
-        let row = action?;
-        commit?;
-        Ok(match row {
-            Some(row) => row.try_get::<_, Option<RawJson>>(0)?,
-            None => None,
-        })
+        in_transaction(&client, &context, who, path, &settings, &statement, params).await
+    }
+
+    /// The role's own settings, if it has any (see [`Db::load_role_settings`]).
+    fn settings_of(&self, role: &str) -> Option<String> {
+        self.role_settings.read().unwrap().get(role).cloned()
     }
 
     /// Runs `sql` once for each of `calls`, each as its user, all in one transaction: the
@@ -296,11 +328,8 @@ impl Db {
             return Err(DbError::Internal("one role per batch".into()));
         }
         let client = self.get_until(Instant::now() + POOL_WAIT).await?;
-        let settings = self.role_settings.read().unwrap().get(&first.role).cloned();
-        let context = match settings {
-            Some(_) => client.prepare_cached(CONTEXT_WITH_SETTINGS_SQL).await?,
-            None => client.prepare_cached(CONTEXT_SQL).await?,
-        };
+        let settings = self.settings_of(&first.role);
+        let context = context_statement(&client, &settings).await?;
         let statement = client.prepare_cached(sql).await?;
         // One round trip per call (context and statement pipelined); the commit, where
         // the lock is taken, comes once at the end. A failed step turns COMMIT into a

@@ -12,9 +12,7 @@ pub fn refresh(state: &App) {
     metrics::gauge!("pgchat_db_pool_size").set(pool.max_size as f64);
     metrics::gauge!("pgchat_db_pool_in_use").set(pool.size.saturating_sub(pool.available) as f64);
     metrics::gauge!("pgchat_db_pool_waiting").set(pool.waiting as f64);
-    let joins_waiting = state
-        .join_reads_waiting
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let joins_waiting = state.join_reads.waiting();
     metrics::gauge!("pgchat_join_reads_waiting").set(joins_waiting as f64);
 
     // The fullest queue among sockets in rooms: what a slow reader looks like before it

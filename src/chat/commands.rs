@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
 
 use super::{db_error, not_member, parse, Closed, Ctx, Replies};
-use crate::db::RawJson;
+use crate::db::{Param, RawJson};
 use crate::hub::Event;
 use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, Request, RoomId, StreamFrame};
 use crate::relay::WriteGuard;
@@ -257,22 +257,24 @@ impl<R: Replies> Ctx<'_, R> {
         result.map_err(db_error)
     }
 
-    /// [`Ctx::call`] for a join's reads, at most [`crate::app::App::join_reads`] at once
-    /// in the daemon: a reconnect wave (a daemon's 12,500 sockets resuming on the others)
-    /// then queues here, and sends, history and rooms keep the rest of the pool. The
-    /// permit covers the database call only, never a write to the socket, so a client
-    /// that stops reading during its replay holds none.
+    /// [`Ctx::call`] for a join's reads: queued, and sent with the other joins' reads
+    /// waiting meanwhile, on at most [`crate::app::App::join_reads`]' connections (half
+    /// the pool). A reconnect wave (a daemon's 12,500 sockets resuming on the others)
+    /// then costs a round trip per batch, not per join, and sends, history and rooms keep
+    /// the rest of the pool. Only the database call waits here, never a write to the
+    /// socket, so a client that stops reading during its replay holds nothing.
     pub(crate) async fn join_call(
         &mut self,
-        path: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        path: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
     ) -> Result<Option<RawJson>, FrameError> {
         let app = self.app;
-        let waiting = Waiting::on(&app.join_reads_waiting);
-        let _permit = app.join_reads.acquire().await;
-        drop(waiting);
-        self.call(path, sql, params).await
+        let id = self.conn.identity.as_ref().expect("authenticated");
+        let started = std::time::Instant::now();
+        let result = app.join_reads.read(&app.db, id, path, sql, params).await;
+        metrics::histogram!("pgchat_db_latency_seconds").record(started.elapsed().as_secs_f64());
+        result.map_err(db_error)
     }
 
     async fn room_reply(
@@ -348,21 +350,5 @@ impl<R: Replies> Ctx<'_, R> {
             // rather than after the room's writes in flight here (which could go on).
             self.app.wakes.wake(room_id);
         }
-    }
-}
-
-/// Counts a wait in `counter` while it lasts, also when the waiting future is dropped.
-struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn on(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Waiting(counter)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -92,7 +92,11 @@ impl<R: Replies> Ctx<'_, R> {
         }
         let sql = "select api.room_replay(room_id := $1, after_rev := $2, until_rev := $3)";
         let raw = match self
-            .join_call("/rpc/room_replay", sql, &[&room_id, &since, &until])
+            .join_call(
+                "/rpc/room_replay",
+                sql,
+                vec![Box::new(room_id), Box::new(since), Box::new(until)],
+            )
             .await
         {
             Ok(Some(raw)) => raw,

@@ -135,12 +135,12 @@ impl<R: Replies> Ctx<'_, R> {
                 self.join_call(
                     "/chat_rooms",
                     ROOM_LAST_SEQ_REPLAY_SQL,
-                    &[&room_id, &since, &REPLAY_LIMIT],
+                    vec![Box::new(room_id), Box::new(since), Box::new(REPLAY_LIMIT)],
                 )
                 .await
             }
             _ => {
-                self.join_call("/chat_rooms", ROOM_LAST_SEQ_SQL, &[&room_id])
+                self.join_call("/chat_rooms", ROOM_LAST_SEQ_SQL, vec![Box::new(room_id)])
                     .await
             }
         };

@@ -23,6 +23,7 @@
 mod common;
 
 mod bench_smoke;
+mod db_batched_reads;
 mod db_context;
 mod demo;
 mod deploy_files;

@@ -200,9 +200,9 @@ async fn one_users_expensive_calls_do_not_stall_another_users_messages() {
 /// A reconnect wave's joins take at most half the pool: sends keep the rest. Four users'
 /// joins are made slow (their display name takes 2 s to read, in the join's first read)
 /// on a daemon with a pool of 4 (the test servers' size). Another user's message must be
-/// acknowledged while two slow joins are in PostgreSQL and the other two wait for a join
-/// permit, not for a connection the send needs. Without the gate the four joins hold all
-/// four connections for 2 s and the send waits for them.
+/// acknowledged while two slow joins are in PostgreSQL and the other two wait for one of
+/// the joins' two connections, not for a connection the send needs. Without the gate the
+/// four joins hold all four connections for 2 s and the send waits for them.
 #[tokio::test]
 async fn a_wave_of_joins_leaves_half_the_pool_to_sends() {
     let db = TestDb::new().await;
@@ -244,21 +244,21 @@ async fn a_wave_of_joins_leaves_half_the_pool_to_sends() {
     }
     let sleeping = "select count(*) from pg_stat_activity
                      where datname = current_database() and wait_event = 'PgSleep'";
-    // Two joins in PostgreSQL and two waiting for a permit: every join has been taken
-    // up by the daemon before the message is sent.
+    // Two joins in PostgreSQL and all four waiting for their reads: every join has been
+    // taken up by the daemon before the message is sent.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let in_db: i64 = admin.query_one(sleeping, &[]).await.unwrap().get(0);
         let (_, metrics) = server.get("/metrics").await;
         let queued = metrics
             .lines()
-            .any(|l| l.trim() == "pgchat_join_reads_waiting 2");
+            .any(|l| l.trim() == "pgchat_join_reads_waiting 4");
         if in_db == 2 && queued {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "two slow joins in PostgreSQL ({in_db}) and two waiting for a permit"
+            "two slow joins in PostgreSQL ({in_db}) and four waiting for their reads"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -271,7 +271,7 @@ async fn a_wave_of_joins_leaves_half_the_pool_to_sends() {
     assert_eq!(
         still_sleeping, 2,
         "acknowledged while the first two slow joins are still in PostgreSQL, and the \
-         others are not (they wait for a join permit)"
+         others are not (they wait for a connection of the joins')"
     );
     // Every slow join completes.
     for c in &mut slow {
