@@ -18,7 +18,7 @@ use crate::conn::{Api, Cmd, ConnResult};
 use crate::hist;
 use crate::limits;
 use crate::proto::{Command, Done, Job, Load, Ready, Reply, Status};
-use crate::scenarios::fanout::pick;
+use crate::scenarios::fanout::pick_staggered;
 use crate::tracker::Tracker;
 
 pub async fn serve(open_files: u64) -> anyhow::Result<()> {
@@ -142,9 +142,11 @@ async fn generate(fleet: &Fleet, layout: &BTreeMap<i64, Vec<usize>>, load: &Load
         return 0;
     }
     let members = rooms.iter().map(|(_, m)| m.len()).max().unwrap_or(1);
-    // Message i goes to local room i mod R from its member (i / R) mod M, as in fanout.
+    // Message i goes to local room i mod R from its member (i / R + room) mod M: every
+    // member in turn, as in fanout, but the rooms' turns staggered, so the senders of any
+    // moment are spread over the servers as a real room's would be.
     let target = |i: u64| -> (i64, &UnboundedSender<Cmd>) {
-        let (r, m) = pick(i, rooms.len(), members);
+        let (r, m) = pick_staggered(i, rooms.len(), members);
         let (room, sockets) = rooms[r];
         (room, &fleet.handles[sockets[m % sockets.len()]].tx)
     };

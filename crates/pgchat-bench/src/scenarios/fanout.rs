@@ -23,6 +23,17 @@ pub fn pick(i: u64, rooms: usize, members: usize) -> (usize, usize) {
     (r, m)
 }
 
+/// Like [`pick`], but each room's turn starts at another member: room r's k-th sender is
+/// member (k + r) mod M. With `pick` every room's k-th message came from the same
+/// member position at the same moment; where rooms are consecutive users spread over
+/// servers by index (`scale`), that put all of a turn's senders on one or two servers
+/// for its whole length, so a server killed during that turn took half the run's
+/// sends with it, and a server slow at that moment delayed half of them.
+pub fn pick_staggered(i: u64, rooms: usize, members: usize) -> (usize, usize) {
+    let (r, m) = pick(i, rooms, members);
+    (r, (m + r) % members)
+}
+
 pub async fn run(
     common: &Common,
     scenario: &'static str,
@@ -104,6 +115,36 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staggered_picks_give_every_member_its_turn_and_mix_positions_within_a_turn() {
+        let (rooms, members) = (8, 50);
+        let mut per_member = vec![vec![0; members]; rooms];
+        for i in 0..(rooms * members * 3) as u64 {
+            let (r, m) = pick_staggered(i, rooms, members);
+            per_member[r][m] += 1;
+        }
+        assert!(per_member.iter().flatten().all(|&n| n == 3));
+        // Rooms of 50 consecutive users, user u on server u mod 4 (as in `scale`): within
+        // one turn (one message per room), no server has more than 3 of the 8 senders;
+        // with `pick`, two servers had 4 each and the others none.
+        let server = |r: usize, m: usize| (r * members + m) % 4;
+        for turn in 0..members as u64 {
+            let mut staggered = [0; 4];
+            let mut plain = [0; 4];
+            for i in turn * rooms as u64..(turn + 1) * rooms as u64 {
+                let (r, m) = pick_staggered(i, rooms, members);
+                staggered[server(r, m)] += 1;
+                let (r, m) = pick(i, rooms, members);
+                plain[server(r, m)] += 1;
+            }
+            assert!(
+                staggered.iter().all(|&n| n <= 3),
+                "turn {turn}: {staggered:?}"
+            );
+            assert_eq!(plain.iter().filter(|&&n| n == 4).count(), 2, "turn {turn}");
+        }
+    }
 
     #[test]
     fn picks_spread_over_rooms_and_members() {
