@@ -293,15 +293,25 @@ impl Db {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<RawJson>, DbError> {
         let deadline = Instant::now() + POOL_WAIT;
-        let _slot = match &self.fair {
-            Some(fair) => Some(fair.acquire(fair::UserKey::of(who), deadline).await?),
-            None => None,
-        };
+        let _slot = self.user_slot(who, deadline).await?;
         let client = self.get_until(deadline).await?;
         let settings = self.settings_of(&who.role);
         let context = context_statement(&client, &settings).await?;
         let statement = client.prepare_cached(sql).await?;
         in_transaction(&client, &context, who, path, &settings, &statement, params).await
+    }
+
+    /// One of the user's slots (see [`fair`]), waiting until `deadline` at most; `None`
+    /// when calls per user are not limited.
+    async fn user_slot(
+        &self,
+        who: &Identity,
+        deadline: Instant,
+    ) -> Result<Option<fair::Slot>, DbError> {
+        match &self.fair {
+            Some(fair) => Ok(Some(fair.acquire(fair::UserKey::of(who), deadline).await?)),
+            None => Ok(None),
+        }
     }
 
     /// The role's own settings, if it has any (see [`Db::load_role_settings`]).

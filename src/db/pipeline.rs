@@ -78,13 +78,7 @@ impl ReadQueue {
         params: Vec<Param>,
     ) -> Result<Option<RawJson>, DbError> {
         let deadline = Instant::now() + POOL_WAIT;
-        let _slot = match &db.fair {
-            Some(fair) => Some(
-                fair.acquire(super::fair::UserKey::of(who), deadline)
-                    .await?,
-            ),
-            None => None,
-        };
+        let _slot = db.user_slot(who, deadline).await?;
         let (reply, result) = oneshot::channel();
         let read = Read {
             who: who.clone(),
