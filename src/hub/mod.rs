@@ -29,12 +29,14 @@ mod flush;
 mod handle;
 pub use flush::FlushDue;
 use flush::Unflushed;
+mod online_list;
 mod roster;
 use event::stream_frame_for;
 pub use event::Event;
 pub use handle::SessionHandle;
+pub use online_list::online_json;
 use roster::Roster;
-pub use roster::{online_json, Name, Online, PresenceEntry};
+pub use roster::{Name, Online, PresenceEntry};
 
 pub type ConnId = u64;
 pub type UserId = i64;
